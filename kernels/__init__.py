@@ -1,0 +1,24 @@
+"""widebnn.kernels: layers with their finite-width and infinite-width forms.
+
+Every layer is a :class:`Layer` (``init``/``apply`` for the finite network,
+``kernel_fn`` for its infinite-width limit, ``kernel`` to evaluate it on inputs).
+"""
+
+from ._combinators import (
+    FanInConcat as FanInConcat,
+    FanInProd as FanInProd,
+    FanInSum as FanInSum,
+    FanOut as FanOut,
+    Identity as Identity,
+    parallel as parallel,
+    repeat as repeat,
+    serial as serial,
+)
+from ._dense import Dense as Dense
+from ._elementwise import Elementwise as Elementwise
+from ._empirical import empirical_nngp as empirical_nngp, empirical_ntk as empirical_ntk
+from ._erf import Erf as Erf, Sigmoid_like as Sigmoid_like
+from ._inputs import input_kernel as input_kernel
+from ._kernel import Kernel as Kernel, Layer as Layer
+from ._monte_carlo import monte_carlo_kernel as monte_carlo_kernel
+from ._relu import ABRelu as ABRelu, Abs as Abs, LeakyRelu as LeakyRelu, Relu as Relu

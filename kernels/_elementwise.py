@@ -1,0 +1,216 @@
+"""Pointwise nonlinearities: the shared machinery and user-defined activations.
+
+For centred Gaussian pre-activations ``(u, v)`` with variances ``q1, q2`` and
+covariance ``c`` an activation :math:`\\phi` maps the NNGP to its *dual*
+:math:`\\mathcal V(c, q_1, q_2) = \\mathbb E[\\phi(u)\\phi(v)]` and multiplies the NTK by
+:math:`\\dot{\\mathcal V} = \\mathbb E[\\phi'(u)\\phi'(v)] = \\partial\\mathcal V/\\partial c`
+(Gaussian integration by parts). The new NNGP is added to the NTK by the next
+affine layer, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+
+from ._kernel import Kernel, Layer, pair_broadcast, stateless_init
+
+DualFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
+
+
+@jax.custom_jvp
+def safe_sqrt(x):
+    """``sqrt(max(x, 0))`` whose derivative is 0 (not infinite) at 0."""
+    return jnp.sqrt(jnp.maximum(x, 0.0))
+
+
+@safe_sqrt.defjvp
+def _safe_sqrt_jvp(primals, tangents):
+    (x,), (t,) = primals, tangents
+    y = safe_sqrt(x)
+    positive = x > 0
+    return y, jnp.where(positive, t / (2 * jnp.where(positive, y, 1.0)), 0.0)
+
+
+# Cephes ``atan.c``: atan(t) = t + t z P(z) / Q(z), z = t^2, for |t| <= 0.66 (Q monic).
+_ATAN_P = (
+    -8.750608600031904122785e-1,
+    -1.615753718733365076637e1,
+    -7.500855792314704667340e1,
+    -1.228866684490136173410e2,
+    -6.485021904942025371773e1,
+)
+_ATAN_Q = (
+    2.485846490142306297962e1,
+    1.650270098316988542046e2,
+    4.328810604912902668951e2,
+    4.853903996359136964868e2,
+    1.945506571482613964425e2,
+)
+
+
+def rational_arctan2(y, x):
+    """``arctan2(y, x)`` from adds, multiplies and divides only (finite inputs).
+
+    XLA:CPU evaluates ``atan2`` one element at a time through libm (about 35 ns per
+    float64 element on two cores, the dominant cost of an arc-cosine kernel); this
+    rational approximation vectorises and is 5-10x faster. Accuracy: within 1 ulp of
+    ``numpy.arctan2`` in float64 and 1.3 ulp in float32 (measured on 4e6 points over
+    16 decades), signed zeros handled as ``arctan2``.
+    """
+    ax, ay = jnp.abs(x), jnp.abs(y)
+    swap = ay > ax
+    num = jnp.where(swap, ax, ay)
+    den = jnp.where(swap, ay, ax)
+    t = num / jnp.where(den > 0, den, 1.0)  # tan of the reduced angle, in [0, 1]
+    big = t > 0.66
+    t = jnp.where(big, (t - 1.0) / (t + 1.0), t)  # atan(t) = pi/4 + atan((t-1)/(t+1))
+    z = t * t
+    p = jnp.full_like(z, _ATAN_P[0])
+    for coef in _ATAN_P[1:]:
+        p = p * z + coef
+    q = z + _ATAN_Q[0]
+    for coef in _ATAN_Q[1:]:
+        q = q * z + coef
+    angle = t + t * z * (p / q)
+    angle = jnp.where(big, jnp.pi / 4 + angle, angle)
+    angle = jnp.where(swap, jnp.pi / 2 - angle, angle)
+    angle = jnp.where(jnp.signbit(x), jnp.pi - angle, angle)
+    return jnp.where(jnp.signbit(y), -angle, angle)
+
+
+@jax.custom_jvp
+def safe_arctan2(y, x):
+    """``arctan2(y, x)`` whose derivative is 0 (not NaN) at ``y = x = 0``.
+
+    Evaluated by :func:`rational_arctan2` (vectorised; 1 ulp in float64).
+    """
+    return rational_arctan2(y, x)
+
+
+@safe_arctan2.defjvp
+def _safe_arctan2_jvp(primals, tangents):
+    (y, x), (ty, tx) = primals, tangents
+    norm = x**2 + y**2
+    nonzero = norm > 0
+    safe_norm = jnp.where(nonzero, norm, 1.0)
+    tangent = jnp.where(nonzero, (x * ty - y * tx) / safe_norm, 0.0)
+    return rational_arctan2(y, x), tangent
+
+
+def autodiff_derivative(nngp_fn: DualFn) -> DualFn:
+    """The NTK factor ``d nngp_fn / dc`` by forward-mode autodiff (elementwise)."""
+
+    def d_nngp_fn(c, q1, q2):
+        c, q1, q2 = jnp.broadcast_arrays(c, q1, q2)
+        _, tangent = jax.jvp(lambda c_: nngp_fn(c_, q1, q2), (c,), (jnp.ones_like(c),))
+        return tangent
+
+    return d_nngp_fn
+
+
+def _apply_dual(k: Kernel, nngp_fn: DualFn, d_nngp_fn: DualFn | None, name: str):
+    if not k.is_gaussian:
+        raise ValueError(
+            f"{name} needs centred Gaussian pre-activations as input: put an affine "
+            "layer (Dense, Conv, attention) directly before it."
+        )
+    var1, var2 = k.var1, k.var2
+    q1, q2 = pair_broadcast(var1, var2, k.diagonal_spatial, batch_pair=True)
+    nngp = nngp_fn(k.nngp, q1, q2)
+    ntk = None
+    if k.ntk is not None:
+        if d_nngp_fn is None:
+            raise NotImplementedError(
+                f"{name} has no NTK (no derivative of its dual); ask for get='nngp'."
+            )
+        ntk = k.ntk * d_nngp_fn(k.nngp, q1, q2)
+    s1, s1b = pair_broadcast(var1, var1, k.diagonal_spatial, batch_pair=False)
+    cov1 = nngp_fn(k.cov1, s1, s1b)
+    cov2 = None
+    if k.cov2 is not None:
+        s2, s2b = pair_broadcast(var2, var2, k.diagonal_spatial, batch_pair=False)
+        cov2 = nngp_fn(k.cov2, s2, s2b)
+    out = k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
+    return out.zero_masked()
+
+
+def elementwise_layer(
+    fn: Callable[[jax.Array], jax.Array] | None,
+    nngp_fn: DualFn,
+    d_nngp_fn: DualFn | None,
+    name: str,
+) -> Layer:
+    """Builds a pointwise nonlinearity from its function and its dual.
+
+    Args:
+        fn: the finite activation, or ``None`` if it has no finite form (then
+            ``apply`` raises).
+        nngp_fn: ``(c, q1, q2) -> E[fn(u) fn(v)]``, broadcasting.
+        d_nngp_fn: ``(c, q1, q2) -> E[fn'(u) fn'(v)]``, or ``None`` for no NTK.
+        name: the layer name used in errors.
+
+    Returns:
+        A :class:`Layer` without parameters.
+    """
+
+    def apply(params, x, *, mask=None, key=None, **kwargs):
+        del params, key, kwargs
+        if fn is None:
+            raise NotImplementedError(f"{name} has no finite-width form.")
+        y = fn(x)
+        if mask is not None:
+            y = jnp.where(mask[..., None], 0.0, y)
+        return y
+
+    def kernel_fn(k: Kernel, **kwargs) -> Kernel:
+        del kwargs
+        return _apply_dual(k, nngp_fn, d_nngp_fn, name)
+
+    return Layer(stateless_init, apply, kernel_fn, name=name)
+
+
+def Elementwise(
+    fn: Callable[[jax.Array], jax.Array] | None = None,
+    nngp_fn: DualFn | None = None,
+    d_nngp_fn: DualFn | None = None,
+) -> Layer:
+    r"""A user activation with a closed-form dual.
+
+    Args:
+        fn: the finite activation (elementwise), or ``None`` for kernel-only use.
+        nngp_fn: ``nngp_fn(c, q1, q2) -> E[fn(u) fn(v)]`` for centred Gaussians with
+            variances ``q1, q2`` and covariance ``c``; must broadcast.
+        d_nngp_fn: ``d_nngp_fn(c, q1, q2) -> E[fn'(u) fn'(v)]``. If ``None``, it is
+            :math:`\partial \mathcal V / \partial c` by autodiff of ``nngp_fn``
+            (Price's theorem).
+
+    Returns:
+        A :class:`Layer`.
+
+    Raises:
+        ValueError: if ``nngp_fn`` is missing.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from widebnn import kernels
+        >>> square = kernels.Elementwise(
+        ...     lambda x: x**2, lambda c, q1, q2: 2 * c**2 + q1 * q2)
+        >>> net = kernels.serial(kernels.Dense(1), square)
+        >>> float(net.kernel(jnp.ones((1, 1)), get="nngp")[0, 0])
+        3.0
+    """
+    if nngp_fn is None:
+        raise ValueError(
+            "nngp_fn must be given: a closed-form dual (c, q1, q2) -> E[fn(u)fn(v)]; "
+            "for an activation without one use ElementwiseNumerical(fn, deg)."
+        )
+    if not callable(nngp_fn):
+        raise TypeError(f"nngp_fn must be callable, got {nngp_fn!r}.")
+    if fn is not None and not callable(fn):
+        raise TypeError(f"fn must be callable or None, got {fn!r}.")
+    if d_nngp_fn is None:
+        d_nngp_fn = autodiff_derivative(nngp_fn)
+    return elementwise_layer(fn, nngp_fn, d_nngp_fn, "Elementwise")

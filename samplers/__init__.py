@@ -1,0 +1,1 @@
+"""widebnn.samplers: posterior samplers for finite-width Bayesian networks."""

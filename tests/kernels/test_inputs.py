@@ -1,0 +1,93 @@
+"""The input kernel, the `kernel` entry point and its argument checks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _helpers import TraceCounter
+
+from widebnn import kernels
+
+
+def _net():
+    return kernels.serial(kernels.Dense(8, 1.5, 0.1), kernels.Relu(), kernels.Dense(1))
+
+
+def test_input_kernel_inner_products():
+    x1 = jax.random.normal(jax.random.key(0), (3, 4))
+    x2 = jax.random.normal(jax.random.key(1), (2, 4))
+    k = kernels.input_kernel(x1, x2)
+    np.testing.assert_allclose(k.nngp, np.asarray(x1) @ np.asarray(x2).T / 4, rtol=1e-14)
+    np.testing.assert_allclose(k.cov1, np.sum(np.asarray(x1) ** 2, 1) / 4, rtol=1e-14)
+    np.testing.assert_allclose(k.cov2, np.sum(np.asarray(x2) ** 2, 1) / 4, rtol=1e-14)
+    assert not k.is_gaussian and k.shape1 == (3, 4) and k.shape2 == (2, 4)
+    same = kernels.input_kernel(x1)
+    assert same.cov2 is None and same.x1_is_x2
+
+
+def test_masked_positions_are_zeroed():
+    x = jax.random.normal(jax.random.key(0), (2, 5, 3))
+    mask = jnp.array([[False] * 5, [False, False, False, True, True]])
+    nngp = kernels.Dense(4, 1.0, 0.5).kernel(x, get="nngp", mask1=mask)
+    assert np.all(np.asarray(nngp)[1, :, 3:, :] == 0)
+    assert np.all(np.asarray(nngp)[:, 1, :, 3:] == 0)
+    # entries between unpadded positions do not depend on the padded values
+    x_other = x.at[1, 3:].set(100.0)
+    nngp_other = kernels.Dense(4, 1.0, 0.5).kernel(x_other, get="nngp", mask1=mask)
+    np.testing.assert_allclose(nngp, nngp_other, rtol=1e-14)
+
+
+def test_get_variants():
+    x = jax.random.normal(jax.random.key(0), (3, 2))
+    net = _net()
+    nngp = net.kernel(x, get="nngp")
+    both = net.kernel(x, get=("ntk", "nngp"))
+    np.testing.assert_allclose(both[1], nngp)
+    cov1, cov2 = net.kernel(x, get=("cov1", "cov2"))
+    np.testing.assert_allclose(cov1, np.diag(np.asarray(nngp)), rtol=1e-13)
+    np.testing.assert_allclose(cov2, cov1)
+
+
+@pytest.mark.parametrize(
+    "call, error, match",
+    [
+        (lambda n: n.kernel(jnp.ones(3)), ValueError, "x1"),
+        (lambda n: n.kernel(jnp.ones((2, 3)), jnp.ones((2, 4))), ValueError, "x1 and x2"),
+        (lambda n: n.kernel(jnp.ones((2, 3)), get="variance"), ValueError, "get"),
+        (lambda n: n.kernel(jnp.ones((2, 3)), get=()), ValueError, "get"),
+        (lambda n: n.kernel(None), TypeError, "x1"),
+        (
+            lambda n: n.kernel(jnp.ones((2, 4, 3)), mask1=jnp.zeros((2, 5), bool)),
+            ValueError,
+            "mask1",
+        ),
+        (
+            lambda n: n.kernel(jnp.ones((2, 4, 3)), mask2=jnp.zeros((2, 4), bool)),
+            ValueError,
+            "mask2",
+        ),
+    ],
+)
+def test_bad_inputs(call, error, match):
+    with pytest.raises(error, match=match):
+        call(_net())
+
+
+def test_jitted_kernel_does_not_retrace_for_new_data():
+    net = _net()
+    counted = TraceCounter(lambda a, b: net.kernel(a, b))
+    fn = jax.jit(counted)
+    for seed in range(4):
+        x1 = jax.random.normal(jax.random.key(seed), (5, 3))
+        x2 = jax.random.normal(jax.random.key(seed + 10), (2, 3))
+        nngp, _ = fn(x1, x2)
+        np.testing.assert_allclose(nngp, net.kernel(x1, x2, get="nngp"), rtol=1e-13)
+    assert counted.count == 1
+
+
+def test_vmap_over_batches_of_inputs():
+    net = _net()
+    xs = jax.random.normal(jax.random.key(0), (3, 4, 2))
+    batched = jax.vmap(lambda x: net.kernel(x, get="nngp"))(xs)
+    for i in range(3):
+        np.testing.assert_allclose(batched[i], net.kernel(xs[i], get="nngp"), rtol=1e-13)
