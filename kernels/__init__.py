@@ -14,11 +14,20 @@ from ._combinators import (
     repeat as repeat,
     serial as serial,
 )
+from ._conv import Conv as Conv
 from ._dense import Dense as Dense
 from ._elementwise import Elementwise as Elementwise
 from ._empirical import empirical_nngp as empirical_nngp, empirical_ntk as empirical_ntk
 from ._erf import Erf as Erf, Sigmoid_like as Sigmoid_like
 from ._inputs import input_kernel as input_kernel
 from ._kernel import Kernel as Kernel, Layer as Layer
+from ._normalization import LayerNorm as LayerNorm
 from ._monte_carlo import monte_carlo_kernel as monte_carlo_kernel
+from ._pooling import (
+    AvgPool as AvgPool,
+    Flatten as Flatten,
+    GlobalAvgPool as GlobalAvgPool,
+    GlobalSumPool as GlobalSumPool,
+    SumPool as SumPool,
+)
 from ._relu import ABRelu as ABRelu, Abs as Abs, LeakyRelu as LeakyRelu, Relu as Relu

@@ -118,7 +118,9 @@ def input_kernel(
         mask2 = _as_mask(mask2, x2, "mask2")
     if mask1 is not None:
         x1 = jnp.where(mask1[..., None], 0.0, x1)
-    if mask2 is not None and not x1_is_x2:
+    if x1_is_x2:
+        x2 = x1
+    elif mask2 is not None:
         x2 = jnp.where(mask2[..., None], 0.0, x2)
     dtype = jnp.result_type(x1.dtype, x2.dtype)
     x1, x2 = x1.astype(dtype), x2.astype(dtype)

@@ -91,3 +91,13 @@ def test_vmap_over_batches_of_inputs():
     batched = jax.vmap(lambda x: net.kernel(x, get="nngp"))(xs)
     for i in range(3):
         np.testing.assert_allclose(batched[i], net.kernel(xs[i], get="nngp"), rtol=1e-13)
+
+
+def test_masked_input_kernel_is_symmetric_when_x2_is_none():
+    x = jax.random.normal(jax.random.key(0), (2, 4, 3))
+    mask = jnp.array([[False] * 4, [False, False, True, True]])
+    k = kernels.input_kernel(x, mask1=mask)
+    nngp = np.asarray(k.nngp)
+    np.testing.assert_allclose(nngp, np.transpose(nngp, (1, 0, 3, 2)), rtol=1e-15)
+    joint = kernels.input_kernel(x, x, mask1=mask, mask2=mask)
+    np.testing.assert_allclose(nngp, joint.nngp, rtol=1e-15)

@@ -1,0 +1,331 @@
+"""Layers that pool or flatten spatial axes, without parameters.
+
+``Flatten`` only needs equal-position covariances (it lets convolutional networks
+run in the cheap diagonal layout); global and windowed pooling need every pair of
+positions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ._checks import check_choice
+from ._conv import _as_tuple, conv_geometry, conv_mask
+from ._kernel import Kernel, Layer
+
+
+def _needs_full(needs_full_output):
+    del needs_full_output
+    return True
+
+
+def _needs_diagonal(needs_full_output):
+    del needs_full_output
+    return False
+
+
+def _keep(mask, shape):
+    if mask is None:
+        return jnp.ones(shape[:-1])
+    return jnp.logical_not(mask).astype(float)
+
+
+def _check_spatial(k_or_shape, name):
+    shape = k_or_shape.shape1 if isinstance(k_or_shape, Kernel) else k_or_shape
+    if len(shape) < 3:
+        raise ValueError(
+            f"{name} needs inputs with spatial axes, shape (N, *S, C); got {shape}."
+        )
+
+
+def _global_pool(average: bool, name: str) -> Layer:
+    def apply(params, x, *, mask=None, key=None, **kwargs):
+        del params, key, kwargs
+        _check_spatial(x.shape, name)
+        keep = _keep(mask, x.shape)[..., None]
+        axes = tuple(range(1, x.ndim - 1))
+        total = jnp.sum(x * keep, axis=axes)
+        if not average:
+            return total
+        count = jnp.sum(keep, axis=axes)
+        return total / jnp.where(count > 0, count, 1.0)
+
+    def kernel_fn(k: Kernel, **kwargs) -> Kernel:
+        del kwargs
+        _check_spatial(k, name)
+        if k.diagonal_spatial:
+            raise ValueError(
+                f"{name} needs the covariance of every pair of positions; it got a "
+                "diagonal-layout kernel."
+            )
+        n_sp = k.n_spatial
+
+        def pooled(cov, lead):
+            return jnp.sum(cov, axis=tuple(range(lead, lead + 2 * n_sp)))
+
+        def counts(mask, shape):
+            keep = _keep(mask, shape)
+            count = jnp.sum(keep, axis=tuple(range(1, keep.ndim)))
+            return jnp.where(count > 0, count, 1.0)
+
+        nngp, cov1 = pooled(k.nngp, 2), pooled(k.cov1, 1)
+        cov2 = None if k.cov2 is None else pooled(k.cov2, 1)
+        ntk = None if k.ntk is None else pooled(k.ntk, 2)
+        if average:
+            c1 = counts(k.mask1, k.shape1)
+            c2 = c1 if k.x1_is_x2 else counts(k.mask2, k.shape2)
+            cross = c1[:, None] * c2[None, :]
+            nngp = nngp / cross
+            ntk = None if ntk is None else ntk / cross
+            cov1 = cov1 / c1**2
+            cov2 = None if cov2 is None else cov2 / c2**2
+        return k.replace(
+            nngp=nngp,
+            ntk=ntk,
+            cov1=cov1,
+            cov2=cov2,
+            mask1=None,
+            mask2=None,
+            shape1=(k.shape1[0], k.shape1[-1]),
+            shape2=(k.shape2[0], k.shape2[-1]),
+        )
+
+    def mask_fn(mask, input_shape):
+        del mask, input_shape
+        return None
+
+    return Layer(_global_pool_init, apply, kernel_fn, _needs_full, mask_fn, name)
+
+
+def _global_pool_init(key, input_shape):
+    """``init`` of a global pool: ``(N, *S, C) -> (N, C)``."""
+    del key
+    return (input_shape[0], input_shape[-1]), ()
+
+
+def GlobalAvgPool() -> Layer:
+    r"""Average over all spatial positions: ``(N, *S, C) -> (N, C)``.
+
+    Infinite width: :math:`K'(x, x') = \frac{1}{|S||S'|}\sum_{i, i'} K_{ii'}(x, x')`;
+    with masks the averages run over unpadded positions only (a fully padded input
+    gives 0). Needs the full position-pair covariance.
+    """
+    return _global_pool(True, "GlobalAvgPool")
+
+
+def GlobalSumPool() -> Layer:
+    r"""Sum over all spatial positions: ``(N, *S, C) -> (N, C)``.
+
+    Infinite width: :math:`K'(x, x') = \sum_{i, i'} K_{ii'}(x, x')` (padded positions
+    contribute 0).
+    """
+    return _global_pool(False, "GlobalSumPool")
+
+
+def Flatten() -> Layer:
+    r"""Flattens ``(N, *S, C)`` to ``(N, |S| C)``.
+
+    Infinite width: the flattened "channels" of a following ``Dense`` see
+    :math:`K'(x, x') = \frac{1}{|S|}\sum_i K_{ii}(x, x')`, the mean of the
+    equal-position covariances (so the network before ``Flatten`` may run in the
+    diagonal layout). The output is marked non-Gaussian (its channels are not
+    identically distributed): put a ``Dense`` before any nonlinearity. Padded
+    positions stay zero and count in ``|S|``, as in the finite network.
+    """
+
+    def init(key, input_shape):
+        del key
+        return (input_shape[0], math.prod(input_shape[1:])), ()
+
+    def apply(params, x, *, mask=None, key=None, **kwargs):
+        del params, key, kwargs
+        if mask is not None:
+            x = jnp.where(mask[..., None], 0.0, x)
+        return x.reshape(x.shape[0], -1)
+
+    def kernel_fn(k: Kernel, **kwargs) -> Kernel:
+        del kwargs
+        n_sp = k.n_spatial
+        if n_sp == 0:
+            return k
+        size = math.prod(k.shape1[1:-1])
+
+        def flat(cov, lead):
+            if not k.diagonal_spatial:
+                for _ in range(n_sp):
+                    cov = jnp.diagonal(cov, axis1=lead, axis2=lead + 1)
+            return jnp.sum(cov, axis=tuple(range(lead, lead + n_sp))) / size
+
+        return k.replace(
+            nngp=flat(k.nngp, 2),
+            ntk=None if k.ntk is None else flat(k.ntk, 2),
+            cov1=flat(k.cov1, 1),
+            cov2=None if k.cov2 is None else flat(k.cov2, 1),
+            mask1=None,
+            mask2=None,
+            shape1=(k.shape1[0], math.prod(k.shape1[1:])),
+            shape2=(k.shape2[0], math.prod(k.shape2[1:])),
+            diagonal_spatial=False,
+            is_gaussian=False,
+        )
+
+    def mask_fn(mask, input_shape):
+        del mask, input_shape
+        return None
+
+    return Layer(init, apply, kernel_fn, _needs_diagonal, mask_fn, "Flatten")
+
+
+def _pool(
+    window_shape, strides, padding, normalize_edges, average: bool, name: str
+) -> Layer:
+    window_shape = tuple(window_shape)
+    n = len(window_shape)
+    if n == 0:
+        raise ValueError("window_shape must have at least one entry.")
+    window_shape = _as_tuple(window_shape, n, "window_shape")
+    strides = window_shape if strides is None else _as_tuple(strides, n, "strides")
+    padding = check_choice(padding, "padding", ("same", "valid", "circular"))
+
+    def geometry(shape):
+        if len(shape) != n + 2:
+            raise ValueError(
+                f"{name} with a {n}-D window needs inputs (N, {n} spatial axes, C), "
+                f"got shape {tuple(shape)}."
+            )
+        return [
+            (f, s, *conv_geometry(size, f, s, padding))
+            for size, f, s in zip(shape[1:-1], window_shape, strides, strict=True)
+        ]
+
+    def edge_counts(size, f, s, out, pads):
+        """Number of in-range positions in each window (for ``normalize_edges``)."""
+        starts = jnp.arange(out) * s - pads[0]
+        ends = starts + f
+        return (jnp.minimum(ends, size) - jnp.maximum(starts, 0)).astype(float)
+
+    def weights(shape):
+        """Per axis ``(out,)`` divisors of the window sums."""
+        out = []
+        for size, (f, s, o, pads) in zip(shape[1:-1], geometry(shape), strict=True):
+            if not average:
+                out.append(jnp.ones(o))
+            elif normalize_edges and padding == "same":
+                out.append(edge_counts(size, f, s, o, pads))
+            else:
+                out.append(jnp.full(o, float(f)))
+        return out
+
+    def init(key, input_shape):
+        del key
+        geo = geometry(input_shape)
+        return (input_shape[0], *(g[2] for g in geo), input_shape[-1]), ()
+
+    def window_sum(x, axis, f, s, o, pads):
+        widths = [(0, 0)] * x.ndim
+        widths[axis] = pads
+        x = jnp.pad(x, widths, mode="wrap" if padding == "circular" else "constant")
+        span = s * (o - 1) + 1
+        return sum(jax.lax.slice_in_dim(x, d, d + span, s, axis=axis) for d in range(f))
+
+    def apply(params, x, *, mask=None, key=None, **kwargs):
+        del params, key, kwargs
+        if mask is not None:
+            x = jnp.where(mask[..., None], 0.0, x)
+        geo = geometry(x.shape)
+        for i, ((f, s, o, pads), w) in enumerate(zip(geo, weights(x.shape), strict=True)):
+            x = window_sum(x, 1 + i, f, s, o, pads)
+            x = x / w.reshape((1,) * (1 + i) + (-1,) + (1,) * (x.ndim - 2 - i))
+        out_mask = conv_mask(mask, [(g[0], g[1], g[2], g[3]) for g in geo], padding)
+        if out_mask is not None:
+            x = jnp.where(out_mask[..., None], 0.0, x)
+        return x
+
+    def kernel_fn(k: Kernel, **kwargs) -> Kernel:
+        del kwargs
+        if k.diagonal_spatial:
+            raise ValueError(
+                f"{name} needs the covariance of every pair of positions; it got a "
+                "diagonal-layout kernel."
+            )
+        geo1, geo2 = geometry(k.shape1), geometry(k.shape2)
+        w1, w2 = weights(k.shape1), weights(k.shape2)
+
+        def pool(cov, lead, geo_a, geo_b, wa, wb):
+            for i in range(len(geo_a)):
+                a = lead + 2 * i
+                f, s, o, pads = geo_a[i]
+                cov = window_sum(cov, a, f, s, o, pads)
+                fb, sb, ob, pads_b = geo_b[i]
+                cov = window_sum(cov, a + 1, fb, sb, ob, pads_b)
+                shape_a = [1] * cov.ndim
+                shape_a[a] = -1
+                shape_b = [1] * cov.ndim
+                shape_b[a + 1] = -1
+                cov = cov / (wa[i].reshape(shape_a) * wb[i].reshape(shape_b))
+            return cov
+
+        nngp = pool(k.nngp, 2, geo1, geo2, w1, w2)
+        ntk = None if k.ntk is None else pool(k.ntk, 2, geo1, geo2, w1, w2)
+        cov1 = pool(k.cov1, 1, geo1, geo1, w1, w1)
+        cov2 = None if k.cov2 is None else pool(k.cov2, 1, geo2, geo2, w2, w2)
+
+        def out_shape(shape, geo):
+            return (shape[0], *(g[2] for g in geo), shape[-1])
+
+        return k.replace(
+            nngp=nngp,
+            ntk=ntk,
+            cov1=cov1,
+            cov2=cov2,
+            mask1=conv_mask(k.mask1, geo1, padding),
+            mask2=None if k.mask2 is None else conv_mask(k.mask2, geo2, padding),
+            shape1=out_shape(k.shape1, geo1),
+            shape2=out_shape(k.shape2, geo2),
+        ).zero_masked()
+
+    def mask_fn(mask, input_shape):
+        return conv_mask(mask, geometry(input_shape), padding)
+
+    return Layer(init, apply, kernel_fn, _needs_full, mask_fn, name)
+
+
+def AvgPool(
+    window_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    normalize_edges: bool = False,
+) -> Layer:
+    r"""Average pooling over windows of the spatial axes.
+
+    Infinite width: :math:`K'_{ii'} = \frac{1}{|w|^2}\sum_{d, d'} K_{si+d,\, si'+d'}`
+    (every pair of offsets, since pooling has no weights to decorrelate them).
+
+    Args:
+        window_shape: static; window size per spatial axis.
+        strides: static; stride per axis (default: the window size).
+        padding: static; ``"VALID"``, ``"SAME"`` or ``"CIRCULAR"``.
+        normalize_edges: static; with ``SAME`` padding divide by the number of
+            in-range positions of each window instead of the full window size.
+    """
+    return _pool(window_shape, strides, padding, normalize_edges, True, "AvgPool")
+
+
+def SumPool(
+    window_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+) -> Layer:
+    r"""Sum pooling over windows: :math:`K'_{ii'} = \sum_{d,d'} K_{si+d,\,si'+d'}`.
+
+    Args:
+        window_shape: static; window size per spatial axis.
+        strides: static; stride per axis (default: the window size).
+        padding: static; ``"VALID"``, ``"SAME"`` or ``"CIRCULAR"``.
+    """
+    return _pool(window_shape, strides, padding, False, False, "SumPool")
+
