@@ -4,6 +4,7 @@ Every layer is a :class:`Layer` (``init``/``apply`` for the finite network,
 ``kernel_fn`` for its infinite-width limit, ``kernel`` to evaluate it on inputs).
 """
 
+from ._aggregate import Aggregate as Aggregate
 from ._combinators import (
     FanInConcat as FanInConcat,
     FanInProd as FanInProd,
@@ -15,6 +16,7 @@ from ._combinators import (
     serial as serial,
 )
 from ._conv import Conv as Conv
+from ._conv_local import ConvLocal as ConvLocal
 from ._dense import Dense as Dense
 from ._elementwise import Elementwise as Elementwise
 from ._empirical import empirical_nngp as empirical_nngp, empirical_ntk as empirical_ntk

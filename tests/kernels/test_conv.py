@@ -248,3 +248,63 @@ def test_mask_of_wrong_shape():
     net = kernels.serial(kernels.Conv(4, (3,), padding="SAME"), kernels.GlobalAvgPool())
     with pytest.raises(ValueError, match="mask1"):
         net.kernel(jnp.ones((2, 5, 3)), mask1=jnp.zeros((2, 4), bool))
+
+
+def test_conv_local_matches_monte_carlo_and_is_diagonal():
+    x = jax.random.normal(jax.random.key(0), (3, 5, 2))
+    for param in ("ntk", "standard"):
+        net = kernels.serial(
+            kernels.ConvLocal(512, (3,), padding="SAME", W_std=1.3, b_std=0.2, parameterization=param),
+            kernels.Relu(),
+            kernels.ConvLocal(1, (2,), W_std=1.2, b_std=0.1, parameterization=param),
+            kernels.Flatten(),
+        )
+        expected = net.kernel(x)
+        mc = kernels.monte_carlo_kernel(net, jax.random.key(1), N_SAMPLES, 16)
+        (nngp, nngp_err), (ntk, ntk_err) = mc(x, return_stderr=True)
+        assert_within_stderr(nngp, nngp_err, expected[0], dof=N_SAMPLES - 1, name="nngp")
+        assert_within_stderr(ntk, ntk_err, expected[1], dof=N_SAMPLES - 1, name="ntk")
+    local = kernels.ConvLocal(4, (3,), padding="SAME", b_std=0.5).kernel(x, get="nngp")
+    off_diagonal = np.asarray(local) * (1 - np.eye(5))
+    assert np.all(off_diagonal == 0)
+
+
+def _graph(seed, n=3, v=4):
+    edges = jax.random.bernoulli(jax.random.key(seed), 0.5, (n, v, v))
+    return edges.astype(float) + jnp.eye(v)[None]
+
+
+def test_aggregate_closed_form_and_monte_carlo():
+    x = jax.random.normal(jax.random.key(0), (3, 4, 2))
+    p = _graph(1)
+    net = kernels.serial(
+        kernels.Dense(512, 1.2, 0.2), kernels.Relu(), kernels.Aggregate(),
+        kernels.Dense(1, 1.0, 0.1), kernels.GlobalSumPool(),
+    )
+    expected = net.kernel(x, pattern=(p, None))
+    inner = kernels.serial(kernels.Dense(512, 1.2, 0.2), kernels.Relu()).kernel(x, get="nngp")
+    closed = np.einsum("nij,nmjk,mlk->nmil", p, inner, p).sum(axis=(2, 3)) + 16 * 0.01
+    np.testing.assert_allclose(expected[0], np.asarray(closed), rtol=1e-12)
+
+    def apply(params, inputs):
+        return net.apply(params, inputs, pattern=p)
+
+    n_samples = N_SAMPLES
+    keys = jax.random.split(jax.random.key(2), n_samples)
+    samples = []
+    for key in keys:
+        _, params = net.init(key, x.shape)
+        samples.append(kernels.empirical_ntk(apply, params, x))
+    samples = np.stack(samples)
+    assert_within_stderr(
+        samples.mean(0), samples.std(0, ddof=1) / np.sqrt(n_samples), expected[1],
+        dof=n_samples - 1, name="ntk",
+    )
+
+
+def test_aggregate_bad_pattern():
+    x = jnp.ones((2, 3, 2))
+    with pytest.raises(ValueError, match="pattern"):
+        kernels.serial(kernels.Dense(2), kernels.Aggregate()).kernel(x)
+    with pytest.raises(ValueError, match="pattern"):
+        kernels.serial(kernels.Dense(2), kernels.Aggregate()).kernel(x, pattern=jnp.ones((2, 3)))

@@ -1,0 +1,190 @@
+"""Locally connected convolution: every output position has its own filter."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ._checks import check_choice, check_positive_int, check_std
+from ._conv import _as_tuple, conv_covariance, conv_geometry, conv_mask
+from ._kernel import Kernel, Layer
+
+_SPATIAL = "DHW"
+
+
+def position_diagonal(cov, lead: int, n_spatial: int):
+    """``cov[..., a, a', b, b', ...] -> cov[..., a, b, ...]`` (equal positions)."""
+    for _ in range(n_spatial):
+        cov = jnp.diagonal(cov, axis1=lead, axis2=lead + 1)
+    return cov
+
+
+def diagonal_to_full(values, lead: int, n_spatial: int):
+    """Embeds equal-position values ``(*lead, S1, S2, ...)`` into the full layout with
+    zeros between distinct positions: ``(*lead, S1, S1', S2, S2', ...)``."""
+    for i in range(n_spatial):
+        axis = lead + 2 * i
+        size = values.shape[axis]
+        eye = jnp.eye(size, dtype=values.dtype)
+        eye = eye.reshape((1,) * axis + (size, size) + (1,) * (values.ndim - axis - 1))
+        values = jnp.expand_dims(values, axis + 1) * eye
+    return values
+
+
+def ConvLocal(
+    out_chan: int,
+    filter_shape: Sequence[int],
+    strides: Sequence[int] | None = None,
+    padding: str = "VALID",
+    W_std: float = 1.0,
+    b_std: float | None = None,
+    *,
+    parameterization: str = "ntk",
+) -> Layer:
+    r"""Convolution with unshared weights (one filter and bias per output position).
+
+    Infinite width: at equal positions the kernel is that of :func:`Conv`,
+    :math:`K'_{ii} = \sigma_w^2\frac1{|f|}\sum_d K_{si+d,\,si+d} + \sigma_b^2`, and
+    distinct output positions are uncorrelated (their weights are independent), so
+    :math:`K'_{ii'} = 0` for :math:`i \ne i'`; it reads only equal-position input
+    covariances. The NTK follows the same rule (see :func:`Conv`).
+
+    Args:
+        out_chan: static; output channels.
+        filter_shape: static; filter size per spatial axis.
+        strides: static; stride per axis (default 1).
+        padding: static; ``"SAME"``, ``"VALID"`` or ``"CIRCULAR"``.
+        W_std: weight standard deviation.
+        b_std: bias standard deviation or ``None``.
+        parameterization: static; ``"ntk"`` or ``"standard"``.
+
+    Returns:
+        A :class:`Layer`; params ``{"W": (*out_spatial, C*|f|, out_chan), "b":
+        (*out_spatial, out_chan)}``.
+    """
+    out_chan = check_positive_int(out_chan, "out_chan")
+    filter_shape = tuple(filter_shape)
+    n = len(filter_shape)
+    if not 1 <= n <= 3:
+        raise ValueError(f"filter_shape must have 1 to 3 entries, got {filter_shape}.")
+    filter_shape = _as_tuple(filter_shape, n, "filter_shape")
+    strides = _as_tuple(1 if strides is None else strides, n, "strides")
+    padding = check_choice(padding, "padding", ("same", "valid", "circular"))
+    check_std(W_std, "W_std")
+    check_std(b_std, "b_std", allow_none=True)
+    standard = check_choice(parameterization, "parameterization", ("ntk", "standard")) == "standard"
+    filter_size = math.prod(filter_shape)
+
+    def geometry(shape):
+        if len(shape) != n + 2:
+            raise ValueError(
+                f"ConvLocal with a {n}-D filter needs inputs (N, {n} spatial axes, C), "
+                f"got shape {tuple(shape)}."
+            )
+        return [
+            (f, s, *conv_geometry(size, f, s, padding))
+            for size, f, s in zip(shape[1:-1], filter_shape, strides, strict=True)
+        ]
+
+    def out_spatial(shape):
+        return tuple(g[2] for g in geometry(shape))
+
+    def init(key, input_shape):
+        w_key, b_key = jax.random.split(key)
+        spatial = out_spatial(input_shape)
+        fan_in = input_shape[-1] * filter_size
+        w = jax.random.normal(w_key, (*spatial, fan_in, out_chan))
+        params = {"W": w * (W_std / math.sqrt(fan_in)) if standard else w}
+        if b_std is not None:
+            b = jax.random.normal(b_key, (*spatial, out_chan))
+            params["b"] = b * b_std if standard else b
+        return (input_shape[0], *spatial, out_chan), params
+
+    def apply(params, x, *, mask=None, key=None, **kwargs):
+        del key, kwargs
+        geo = geometry(x.shape)
+        if mask is not None:
+            x = jnp.where(mask[..., None], 0.0, x)
+        if padding == "circular":
+            x = jnp.pad(x, [(0, 0), *(g[3] for g in geo), (0, 0)], mode="wrap")
+            pads = [(0, 0)] * n
+        else:
+            pads = [g[3] for g in geo]
+        spatial = _SPATIAL[3 - n :]
+        patches = jax.lax.conv_general_dilated_patches(
+            x,
+            filter_shape,
+            strides,
+            pads,
+            dimension_numbers=("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"),
+        )
+        w = params["W"]
+        if patches.shape[-1] != w.shape[-2]:
+            raise ValueError(
+                f"ConvLocal: x has {x.shape[-1]} channels but the parameters were "
+                f"initialised for {w.shape[-2] // filter_size}."
+            )
+        z = jnp.einsum("n...i,...io->n...o", patches, w)
+        if not standard:
+            z = z * (W_std / math.sqrt(w.shape[-2]))
+        if b_std is not None:
+            b = params["b"][None]
+            z = z + (b if standard else b_std * b)
+        out_mask = conv_mask(mask, geo, padding)
+        if out_mask is not None:
+            z = jnp.where(out_mask[..., None], 0.0, z)
+        return z
+
+    def kernel_fn(k: Kernel, **kwargs) -> Kernel:
+        del kwargs
+        geo1 = geometry(k.shape1)
+        diag = k.diagonal_spatial
+        bias_var = 0.0 if b_std is None else b_std**2
+
+        def local(cov, lead):
+            values = cov if diag else position_diagonal(cov, lead, n)
+            values = conv_covariance(values, lead, True, geo1, padding)
+            return values if diag else diagonal_to_full(values, lead, n)
+
+        def affine(summed, lead):
+            bias = bias_var if diag else diagonal_to_full(
+                jnp.full(summed.shape[:lead] + out_spatial(k.shape1), bias_var), lead, n
+            )
+            return W_std**2 * summed + bias
+
+        nngp_in = local(k.nngp, 2)
+        nngp = affine(nngp_in, 2)
+        cov1 = affine(local(k.cov1, 1), 1)
+        cov2 = None if k.cov2 is None else affine(local(k.cov2, 1), 1)
+        ntk = None
+        if k.ntk is not None:
+            ntk_in = local(k.ntk, 2)
+            if standard:
+                ones = 0.0
+                if b_std is not None:
+                    ones = 1.0 if diag else diagonal_to_full(
+                        jnp.ones(nngp.shape[:2] + out_spatial(k.shape1)), 2, n
+                    )
+                ntk = k.shape1[-1] * filter_size * nngp_in + W_std**2 * ntk_in + ones
+            else:
+                ntk = nngp + W_std**2 * ntk_in
+        spatial = out_spatial(k.shape1)
+        return k.replace(
+            nngp=nngp,
+            ntk=ntk,
+            cov1=cov1,
+            cov2=cov2,
+            mask1=conv_mask(k.mask1, geo1, padding),
+            mask2=None if k.mask2 is None else conv_mask(k.mask2, geometry(k.shape2), padding),
+            shape1=(k.shape1[0], *spatial, out_chan),
+            shape2=(k.shape2[0], *spatial, out_chan),
+            is_gaussian=True,
+        ).zero_masked()
+
+    def mask_fn(mask, input_shape):
+        return conv_mask(mask, geometry(input_shape), padding)
+
+    return Layer(init, apply, kernel_fn, mask_fn=mask_fn, name="ConvLocal")
