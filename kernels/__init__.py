@@ -5,6 +5,7 @@ Every layer is a :class:`Layer` (``init``/``apply`` for the finite network,
 """
 
 from ._aggregate import Aggregate as Aggregate
+from ._attention import GlobalSelfAttention as GlobalSelfAttention
 from ._combinators import (
     FanInConcat as FanInConcat,
     FanInProd as FanInProd,
