@@ -6,6 +6,7 @@ Every layer is a :class:`Layer` (``init``/``apply`` for the finite network,
 
 from ._aggregate import Aggregate as Aggregate
 from ._attention import GlobalSelfAttention as GlobalSelfAttention
+from ._batching import BatchedKernel as BatchedKernel, batched as batched
 from ._combinators import (
     FanInConcat as FanInConcat,
     FanInProd as FanInProd,
@@ -19,13 +20,27 @@ from ._combinators import (
 from ._conv import Conv as Conv
 from ._conv_local import ConvLocal as ConvLocal
 from ._dense import Dense as Dense
+from ._dropout import Dropout as Dropout
 from ._elementwise import Elementwise as Elementwise
 from ._empirical import empirical_nngp as empirical_nngp, empirical_ntk as empirical_ntk
 from ._erf import Erf as Erf, Sigmoid_like as Sigmoid_like
+from ._exponential import (
+    Exp as Exp,
+    ExpNormalized as ExpNormalized,
+    Gaussian as Gaussian,
+)
+from ._gelu import Gelu as Gelu
 from ._inputs import input_kernel as input_kernel
 from ._kernel import Kernel as Kernel, Layer as Layer
-from ._normalization import LayerNorm as LayerNorm
 from ._monte_carlo import monte_carlo_kernel as monte_carlo_kernel
+from ._normalization import LayerNorm as LayerNorm
+from ._numerical import ElementwiseNumerical as ElementwiseNumerical
+from ._polynomial import (
+    Hermite as Hermite,
+    Monomial as Monomial,
+    Polynomial as Polynomial,
+    RectifiedMonomial as RectifiedMonomial,
+)
 from ._pooling import (
     AvgPool as AvgPool,
     Flatten as Flatten,
@@ -34,3 +49,5 @@ from ._pooling import (
     SumPool as SumPool,
 )
 from ._relu import ABRelu as ABRelu, Abs as Abs, LeakyRelu as LeakyRelu, Relu as Relu
+from ._sign import Sign as Sign
+from ._trig import Cos as Cos, Gabor as Gabor, Rbf as Rbf, Sin as Sin

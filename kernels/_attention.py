@@ -233,16 +233,28 @@ def GlobalSelfAttention(
             if pos_emb == "sum":
                 h_qk = h + emb
             else:
-                h_qk = jnp.concatenate([h, jnp.broadcast_to(emb, h.shape[:2] + emb.shape[-1:])], -1)
+                h_qk = jnp.concatenate(
+                    [h, jnp.broadcast_to(emb, h.shape[:2] + emb.shape[-1:])], -1
+                )
         h_v = h_qk if val_pos_emb else h
         n_qk, n_v = h_qk.shape[-1], h_v.shape[-1]
-        keys_ = W_key_std * jnp.einsum("ntc,hcd->nhtd", h_qk, params["W_key"]) / math.sqrt(n_qk)
+        keys_ = (
+            W_key_std
+            * jnp.einsum("ntc,hcd->nhtd", h_qk, params["W_key"])
+            / math.sqrt(n_qk)
+        )
         w_query = params["W_key"] if linear_scaling else params["W_query"]
-        queries = W_query_std * jnp.einsum("ntc,hcd->nhtd", h_qk, w_query) / math.sqrt(n_qk)
+        queries = (
+            W_query_std * jnp.einsum("ntc,hcd->nhtd", h_qk, w_query) / math.sqrt(n_qk)
+        )
         scale = n_chan_key if linear_scaling else math.sqrt(n_chan_key)
         logits = jnp.einsum("nhid,nhjd->nhij", queries, keys_) / scale
         weights = _weights(logits, keep[:, None, :], mechanism)
-        values = W_value_std * jnp.einsum("ntc,hcd->nhtd", h_v, params["W_value"]) / math.sqrt(n_v)
+        values = (
+            W_value_std
+            * jnp.einsum("ntc,hcd->nhtd", h_v, params["W_value"])
+            / math.sqrt(n_v)
+        )
         heads = jnp.einsum("nhij,nhjd->nihd", weights, values)
         heads = heads.reshape(n_batch, t, n_heads * n_chan_val)
         out = W_out_std * heads @ params["W_out"] / math.sqrt(n_heads * n_chan_val)
@@ -341,9 +353,12 @@ def GlobalSelfAttention(
             new_ntk = None
             if ntk is not None:
                 mixed = inner(nngp_t, ntk_v) + inner(nngp_v, ntk_t)
-                new_ntk = qk2 * ov2 * (
-                    mixed * nngp_t + inner(nngp_t, nngp_v) * (ntk_t + 4 * nngp_t)
-                ) + bias_var
+                new_ntk = (
+                    qk2
+                    * ov2
+                    * (mixed * nngp_t + inner(nngp_t, nngp_v) * (ntk_t + 4 * nngp_t))
+                    + bias_var
+                )
 
         return k.replace(
             nngp=from_matrix(new_nngp, 2, spatial),

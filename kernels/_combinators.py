@@ -140,19 +140,23 @@ def parallel(*layers: Layer) -> Layer:
 
     def kernel_fn(k, **kwargs):
         ks = _per_branch(k, num, "parallel")
-        return [layer.kernel_fn(ki, **kwargs) for layer, ki in zip(layers, ks, strict=True)]
+        return [
+            layer.kernel_fn(ki, **kwargs) for layer, ki in zip(layers, ks, strict=True)
+        ]
 
     def full_spatial_input(needs_full_output):
         needs = _per_branch(needs_full_output, num, "parallel")
         return tuple(
-            bool(layer.full_spatial_input(n)) for layer, n in zip(layers, needs, strict=True)
+            bool(layer.full_spatial_input(n))
+            for layer, n in zip(layers, needs, strict=True)
         )
 
     def mask_fn(mask, input_shape):
         masks = _per_branch(mask, num, "parallel")
         shapes = _per_branch(input_shape, num, "parallel")
         return [
-            layer.mask_fn(m, s) for layer, m, s in zip(layers, masks, shapes, strict=True)
+            layer.mask_fn(m, s)
+            for layer, m, s in zip(layers, masks, shapes, strict=True)
         ]
 
     return Layer(init, apply, kernel_fn, full_spatial_input, mask_fn, name="parallel")

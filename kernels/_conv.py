@@ -258,7 +258,9 @@ def Conv(
             cov1=cov1,
             cov2=cov2,
             mask1=conv_mask(k.mask1, geo, padding),
-            mask2=None if k.mask2 is None else conv_mask(k.mask2, geometry(k.shape2), padding),
+            mask2=None
+            if k.mask2 is None
+            else conv_mask(k.mask2, geometry(k.shape2), padding),
             shape1=out_shape(k.shape1),
             shape2=out_shape(k.shape2),
             is_gaussian=True,

@@ -75,7 +75,10 @@ def ConvLocal(
     padding = check_choice(padding, "padding", ("same", "valid", "circular"))
     check_std(W_std, "W_std")
     check_std(b_std, "b_std", allow_none=True)
-    standard = check_choice(parameterization, "parameterization", ("ntk", "standard")) == "standard"
+    standard = (
+        check_choice(parameterization, "parameterization", ("ntk", "standard"))
+        == "standard"
+    )
     filter_size = math.prod(filter_shape)
 
     def geometry(shape):
@@ -119,7 +122,11 @@ def ConvLocal(
             filter_shape,
             strides,
             pads,
-            dimension_numbers=("N" + spatial + "C", spatial + "IO", "N" + spatial + "C"),
+            dimension_numbers=(
+                "N" + spatial + "C",
+                spatial + "IO",
+                "N" + spatial + "C",
+            ),
         )
         w = params["W"]
         if patches.shape[-1] != w.shape[-2]:
@@ -150,8 +157,14 @@ def ConvLocal(
             return values if diag else diagonal_to_full(values, lead, n)
 
         def affine(summed, lead):
-            bias = bias_var if diag else diagonal_to_full(
-                jnp.full(summed.shape[:lead] + out_spatial(k.shape1), bias_var), lead, n
+            bias = (
+                bias_var
+                if diag
+                else diagonal_to_full(
+                    jnp.full(summed.shape[:lead] + out_spatial(k.shape1), bias_var),
+                    lead,
+                    n,
+                )
             )
             return W_std**2 * summed + bias
 
@@ -165,8 +178,12 @@ def ConvLocal(
             if standard:
                 ones = 0.0
                 if b_std is not None:
-                    ones = 1.0 if diag else diagonal_to_full(
-                        jnp.ones(nngp.shape[:2] + out_spatial(k.shape1)), 2, n
+                    ones = (
+                        1.0
+                        if diag
+                        else diagonal_to_full(
+                            jnp.ones(nngp.shape[:2] + out_spatial(k.shape1)), 2, n
+                        )
                     )
                 ntk = k.shape1[-1] * filter_size * nngp_in + W_std**2 * ntk_in + ones
             else:
@@ -178,7 +195,9 @@ def ConvLocal(
             cov1=cov1,
             cov2=cov2,
             mask1=conv_mask(k.mask1, geo1, padding),
-            mask2=None if k.mask2 is None else conv_mask(k.mask2, geometry(k.shape2), padding),
+            mask2=None
+            if k.mask2 is None
+            else conv_mask(k.mask2, geometry(k.shape2), padding),
             shape1=(k.shape1[0], *spatial, out_chan),
             shape2=(k.shape2[0], *spatial, out_chan),
             is_gaussian=True,

@@ -119,14 +119,21 @@ def _apply_dual(k: Kernel, nngp_fn: DualFn, d_nngp_fn: DualFn | None, name: str)
         )
     var1, var2 = k.var1, k.var2
     q1, q2 = pair_broadcast(var1, var2, k.diagonal_spatial, batch_pair=True)
-    nngp = nngp_fn(k.nngp, q1, q2)
+    c = k.nngp
+    if k.x1_is_x2:
+        # x1 with itself: the batch diagonal of nngp *is* cov1. Writing it exactly
+        # keeps c == q there; otherwise rounding of order 1 ulp (which jit fusion
+        # can introduce) becomes a sqrt(eps) ~ 1e-8 error in angle-based duals.
+        index = jnp.arange(c.shape[0])
+        c = c.at[index, index].set(k.cov1)
+    nngp = nngp_fn(c, q1, q2)
     ntk = None
     if k.ntk is not None:
         if d_nngp_fn is None:
             raise NotImplementedError(
                 f"{name} has no NTK (no derivative of its dual); ask for get='nngp'."
             )
-        ntk = k.ntk * d_nngp_fn(k.nngp, q1, q2)
+        ntk = k.ntk * d_nngp_fn(c, q1, q2)
     s1, s1b = pair_broadcast(var1, var1, k.diagonal_spatial, batch_pair=False)
     cov1 = nngp_fn(k.cov1, s1, s1b)
     cov2 = None

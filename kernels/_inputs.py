@@ -17,7 +17,7 @@ def validate_get(get: str | Sequence[str]) -> tuple[str, ...]:
     """Checks the ``get`` argument and returns it as a tuple of names."""
     names = (get,) if isinstance(get, str) else tuple(get)
     if not names:
-        raise ValueError("get must name at least one of " f"{KERNEL_OUTPUTS}.")
+        raise ValueError(f"get must name at least one of {KERNEL_OUTPUTS}.")
     for name in names:
         if name not in KERNEL_OUTPUTS:
             raise ValueError(f"get must be among {KERNEL_OUTPUTS}, got {name!r}.")

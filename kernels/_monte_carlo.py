@@ -56,7 +56,9 @@ def monte_carlo_kernel(
         names = validate_get(get)
         for name in names:
             if name not in ("nngp", "ntk"):
-                raise ValueError(f"monte_carlo_kernel computes nngp and ntk, not {name}.")
+                raise ValueError(
+                    f"monte_carlo_kernel computes nngp and ntk, not {name}."
+                )
         x1 = jnp.asarray(x1)
         input_shape = tuple(x1.shape)
 

@@ -69,7 +69,9 @@ def LayerNorm(axis=-1, eps: float = 1e-12) -> Layer:
                 "LayerNorm needs centred Gaussian inputs: put an affine layer (Dense, "
                 "Conv, attention) directly before it."
             )
-        spatial_axes = tuple(a for a in _normalized_axes(axis, len(k.shape1)) if a != len(k.shape1) - 1)
+        spatial_axes = tuple(
+            a for a in _normalized_axes(axis, len(k.shape1)) if a != len(k.shape1) - 1
+        )
 
         def norms(var, mask):
             if not spatial_axes:
@@ -81,7 +83,11 @@ def LayerNorm(axis=-1, eps: float = 1e-12) -> Layer:
             return jnp.broadcast_to(mean, var.shape) + eps
 
         v1 = norms(k.var1, k.mask1)
-        v2 = v1 if k.cov2 is None else norms(k.var2, k.mask2 if not k.x1_is_x2 else k.mask1)
+        v2 = (
+            v1
+            if k.cov2 is None
+            else norms(k.var2, k.mask2 if not k.x1_is_x2 else k.mask1)
+        )
         a, b = pair_broadcast(v1, v2, k.diagonal_spatial, batch_pair=True)
         cross = jnp.sqrt(a * b)
         s1, s1b = pair_broadcast(v1, v1, k.diagonal_spatial, batch_pair=False)

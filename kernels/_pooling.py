@@ -237,7 +237,9 @@ def _pool(
         if mask is not None:
             x = jnp.where(mask[..., None], 0.0, x)
         geo = geometry(x.shape)
-        for i, ((f, s, o, pads), w) in enumerate(zip(geo, weights(x.shape), strict=True)):
+        for i, ((f, s, o, pads), w) in enumerate(
+            zip(geo, weights(x.shape), strict=True)
+        ):
             x = window_sum(x, 1 + i, f, s, o, pads)
             x = x / w.reshape((1,) * (1 + i) + (-1,) + (1,) * (x.ndim - 2 - i))
         out_mask = conv_mask(mask, [(g[0], g[1], g[2], g[3]) for g in geo], padding)
@@ -328,4 +330,3 @@ def SumPool(
         padding: static; ``"VALID"``, ``"SAME"`` or ``"CIRCULAR"``.
     """
     return _pool(window_shape, strides, padding, False, False, "SumPool")
-

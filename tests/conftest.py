@@ -7,6 +7,9 @@ and dtype settings are read.
 import os
 import tempfile
 
+# JAX's CPU Cholesky/QR call OpenBLAS; its default thread pool made a 128x128
+# Cholesky 200x slower on a busy 2-core machine. One thread per call.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("MPLBACKEND", "Agg")
 _cache = tempfile.mkdtemp(prefix="widebnn-test-cache-")

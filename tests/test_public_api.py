@@ -28,7 +28,9 @@ def test_public_names_have_docstrings(qualname, obj):
     doc = inspect.getdoc(obj)
     assert doc and len(doc.splitlines()[0]) > 10, f"{qualname} has no summary line"
     if inspect.isfunction(obj) and inspect.signature(obj).parameters:
-        params = [p for p in inspect.signature(obj).parameters if p not in ("args", "kwargs")]
+        params = [
+            p for p in inspect.signature(obj).parameters if p not in ("args", "kwargs")
+        ]
         if len(params) > 1:
             assert "Args:" in doc, f"{qualname} documents no arguments"
 

@@ -12,3 +12,5 @@ try:
     __version__ = version("widebnn")
 except PackageNotFoundError:  # pragma: no cover - source tree without install
     __version__ = "0.0.0"
+from . import gp as gp
+from ._model import WideBNN as WideBNN

@@ -29,7 +29,9 @@ def test_single_position_softmax_is_a_dense_map():
     nngp, ntk = att.kernel(x)
     expected = OV2 * np.asarray(k_pre) + 0.01
     np.testing.assert_allclose(nngp, expected, rtol=1e-12)
-    np.testing.assert_allclose(ntk, expected + OV2 * (np.asarray(t_pre) + k_pre), rtol=1e-12)
+    np.testing.assert_allclose(
+        ntk, expected + OV2 * (np.asarray(t_pre) + k_pre), rtol=1e-12
+    )
 
 
 def test_identical_tokens_and_zero_queries_average_uniformly():
@@ -38,17 +40,23 @@ def test_identical_tokens_and_zero_queries_average_uniformly():
     att = _attention(W_query_std=0.0)  # zero logits: uniform weights for any input
     nngp = np.asarray(att.kernel(x, get="nngp"))
     base = np.asarray(token[:, 0]) @ np.asarray(token[:, 0]).T / 3
-    np.testing.assert_allclose(nngp, OV2 * base[:, :, None, None] + 0.01 + 0 * nngp, rtol=1e-12)
+    np.testing.assert_allclose(
+        nngp, OV2 * base[:, :, None, None] + 0.01 + 0 * nngp, rtol=1e-12
+    )
     y = _seq()
     uniform = np.asarray(att.kernel(y, get="nngp"))
     k_in = np.einsum("nic,mjc->nmij", y, y) / 3
     averaged = OV2 * k_in.mean(axis=(2, 3)) + 0.01
-    np.testing.assert_allclose(uniform, np.broadcast_to(averaged[:, :, None, None], uniform.shape), rtol=1e-12)
+    np.testing.assert_allclose(
+        uniform, np.broadcast_to(averaged[:, :, None, None], uniform.shape), rtol=1e-12
+    )
 
 
 def test_identity_sqrt_scaling_closed_form():
     x = _seq()
-    nngp, ntk = _attention(linear_scaling=False, attention_mechanism="IDENTITY").kernel(x)
+    nngp, ntk = _attention(linear_scaling=False, attention_mechanism="IDENTITY").kernel(
+        x
+    )
     k = np.einsum("nic,mjc->nmij", x, x) / 3
     inner = np.sum(k * k, axis=(2, 3), keepdims=True)
     qk2 = (1.2 * 0.8) ** 2
@@ -66,7 +74,10 @@ MC_CASES = {
     # exact in expectation on raw inputs except for the O(1/d_key) logit noise
     "softmax_linear": (False, dict(attention_mechanism="SOFTMAX")),
     "relu_linear": (False, dict(attention_mechanism="RELU")),
-    "identity_sqrt": (False, dict(linear_scaling=False, attention_mechanism="IDENTITY")),
+    "identity_sqrt": (
+        False,
+        dict(linear_scaling=False, attention_mechanism="IDENTITY"),
+    ),
     # embeddings need many input channels to concentrate: a wide Dense first
     "abs_concat_values": (
         True,
@@ -90,17 +101,23 @@ def test_attention_matches_monte_carlo(name):
     sizes = (64, 256, 32, 4) if wide_input else (128, 1024, 32, 8)
     att = kernels.GlobalSelfAttention(*sizes, **{**STDS, **kwargs})
     layers = [kernels.Dense(256, 1.0, 0.1)] if wide_input else []
-    net = kernels.serial(*layers, att, kernels.GlobalAvgPool(), kernels.Dense(1, 1.0, 0.0))
+    net = kernels.serial(
+        *layers, att, kernels.GlobalAvgPool(), kernels.Dense(1, 1.0, 0.0)
+    )
     expected = net.kernel(x)
     n_samples = 32
     mc = kernels.monte_carlo_kernel(net, jax.random.key(1), n_samples, 4)
-    for which, (mean, err), exp in zip(("nngp", "ntk"), mc(x, return_stderr=True), expected, strict=True):
+    for which, (mean, err), exp in zip(
+        ("nngp", "ntk"), mc(x, return_stderr=True), expected, strict=True
+    ):
         assert_within_stderr(mean, err, exp, dof=n_samples - 1, name=f"{name} {which}")
 
 
 def _padded(x, lengths, total):
     mask = jnp.arange(x.shape[1])[None] >= jnp.asarray(lengths)[:, None]
-    x_pad = jnp.concatenate([x, 5.0 * jnp.ones((x.shape[0], total - x.shape[1], x.shape[2]))], 1)
+    x_pad = jnp.concatenate(
+        [x, 5.0 * jnp.ones((x.shape[0], total - x.shape[1], x.shape[2]))], 1
+    )
     mask_pad = jnp.arange(total)[None] >= jnp.asarray(lengths)[:, None]
     return mask, x_pad, mask_pad
 
@@ -110,7 +127,11 @@ def _padded(x, lengths, total):
     [
         dict(attention_mechanism="SOFTMAX"),
         dict(attention_mechanism="IDENTITY"),
-        dict(attention_mechanism="ABS", pos_emb_type="SUM", pos_emb_decay_fn=lambda d: 1 / (1 + 4 * d)),
+        dict(
+            attention_mechanism="ABS",
+            pos_emb_type="SUM",
+            pos_emb_decay_fn=lambda d: 1 / (1 + 4 * d),
+        ),
         dict(attention_mechanism="RELU", pos_emb_type="CONCAT", val_pos_emb=True),
         dict(attention_mechanism="IDENTITY", linear_scaling=False, pos_emb_type="SUM"),
     ],
@@ -119,7 +140,9 @@ def _padded(x, lengths, total):
 def test_padding_invariance(kwargs):
     x = _seq(length=5)
     mask, x_pad, mask_pad = _padded(x, [5, 3, 2], 8)
-    net = kernels.serial(kernels.Dense(8, 1.0, 0.2), _attention(**kwargs), kernels.GlobalAvgPool())
+    net = kernels.serial(
+        kernels.Dense(8, 1.0, 0.2), _attention(**kwargs), kernels.GlobalAvgPool()
+    )
     a = net.kernel(x, mask1=mask)
     b = net.kernel(x_pad, mask1=mask_pad)
     for u, v in zip(a, b, strict=True):
@@ -129,7 +152,9 @@ def test_padding_invariance(kwargs):
     del params_pad  # embeddings have a different shape; compare without them:
     if "pos_emb_type" not in kwargs:
         np.testing.assert_allclose(
-            net.apply(params, x, mask=mask), net.apply(params, x_pad, mask=mask_pad), rtol=1e-12
+            net.apply(params, x, mask=mask),
+            net.apply(params, x_pad, mask=mask_pad),
+            rtol=1e-12,
         )
 
 
@@ -153,7 +178,10 @@ def transformer_block(width=16, heads=2):
 
 def test_transformer_block_kernels_padding_invariant_and_psd():
     net = kernels.serial(
-        kernels.Dense(16, 1.0, 0.1), transformer_block(), kernels.GlobalAvgPool(), kernels.Dense(1)
+        kernels.Dense(16, 1.0, 0.1),
+        transformer_block(),
+        kernels.GlobalAvgPool(),
+        kernels.Dense(1),
     )
     x = _seq(length=5)
     mask, x_pad, mask_pad = _padded(x, [5, 4, 1], 7)
@@ -169,7 +197,9 @@ def test_transformer_block_kernels_padding_invariant_and_psd():
 def test_fully_masked_sequence_gives_zero_kernel_rows():
     x = _seq()
     mask = jnp.zeros((3, 4), bool).at[1].set(True)
-    net = kernels.serial(kernels.Dense(8, 1.0, 0.2), _attention(), kernels.GlobalAvgPool())
+    net = kernels.serial(
+        kernels.Dense(8, 1.0, 0.2), _attention(), kernels.GlobalAvgPool()
+    )
     nngp, ntk = net.kernel(x, mask1=mask)
     assert np.all(np.isfinite(nngp)) and np.all(np.isfinite(ntk))
     np.testing.assert_allclose(np.asarray(nngp)[1], 0.0, atol=0)

@@ -35,7 +35,11 @@ def test_repeat_equals_unrolled_serial():
         np.testing.assert_allclose(a, b, rtol=1e-13)
     shape, params = repeated.init(jax.random.key(0), x.shape)
     assert shape == (4, 32)
-    assert params[1][0]["W"].shape == (3, 32, 32)  # three stacked copies after the first
+    assert params[1][0]["W"].shape == (
+        3,
+        32,
+        32,
+    )  # three stacked copies after the first
     y = repeated.apply(params, x)
     # the same weights through a Python loop
     h = block.apply(params[0], x)
@@ -51,7 +55,10 @@ def test_residual_block_matches_monte_carlo():
     net = kernels.serial(
         kernels.Dense(width, 1.0, 0.2),
         kernels.FanOut(2),
-        kernels.parallel(kernels.Identity(), kernels.serial(kernels.Relu(), kernels.Dense(width, 1.3, 0.1))),
+        kernels.parallel(
+            kernels.Identity(),
+            kernels.serial(kernels.Relu(), kernels.Dense(width, 1.3, 0.1)),
+        ),
         kernels.FanInSum(),
     )
     mc = kernels.monte_carlo_kernel(net, jax.random.key(1), n_samples, 16)
@@ -85,7 +92,9 @@ def test_fan_in_concat_channels_weights_by_width():
     x = _x()
     a = kernels.serial(kernels.Dense(30, 1.0, 0.0), kernels.Relu())
     b = kernels.Dense(10, 2.0, 0.5)
-    net = kernels.serial(kernels.FanOut(2), kernels.parallel(a, b), kernels.FanInConcat())
+    net = kernels.serial(
+        kernels.FanOut(2), kernels.parallel(a, b), kernels.FanInConcat()
+    )
     expected = (30 * a.kernel(x, get="nngp") + 10 * b.kernel(x, get="nngp")) / 40
     np.testing.assert_allclose(net.kernel(x, get="nngp"), expected, rtol=1e-13)
     shape, _ = net.init(jax.random.key(0), x.shape)
@@ -95,7 +104,9 @@ def test_fan_in_concat_channels_weights_by_width():
 def test_fan_in_concat_spatial_is_block_diagonal():
     x = jax.random.normal(jax.random.key(0), (2, 3, 4))
     a, b = kernels.Dense(5, 1.0, 0.1), kernels.Dense(5, 2.0, 0.2)
-    net = kernels.serial(kernels.FanOut(2), kernels.parallel(a, b), kernels.FanInConcat(axis=1))
+    net = kernels.serial(
+        kernels.FanOut(2), kernels.parallel(a, b), kernels.FanInConcat(axis=1)
+    )
     nngp = np.asarray(net.kernel(x, get="nngp"))
     assert nngp.shape == (2, 2, 6, 6)
     np.testing.assert_allclose(nngp[:, :, :3, :3], a.kernel(x, get="nngp"), rtol=1e-13)
@@ -118,7 +129,9 @@ def test_bad_combinator_arguments():
         kernels.repeat(kernels.Relu(), 0)
     with pytest.raises(ValueError, match="batch axis"):
         kernels.FanInConcat(axis=0).init(None, [(2, 3), (2, 3)])
-    net = kernels.serial(kernels.FanOut(3), kernels.parallel(kernels.Relu(), kernels.Relu()))
+    net = kernels.serial(
+        kernels.FanOut(3), kernels.parallel(kernels.Relu(), kernels.Relu())
+    )
     with pytest.raises(ValueError, match="expects 2 inputs"):
         net.init(jax.random.key(0), (2, 3))
     with pytest.raises(ValueError, match="shapes differ"):
@@ -135,7 +148,9 @@ def test_identity_passes_through():
     x = _x()
     layer = kernels.Identity()
     np.testing.assert_array_equal(layer.apply((), x), x)
-    np.testing.assert_allclose(layer.kernel(x, get="nngp"), np.asarray(x) @ np.asarray(x).T / 3)
+    np.testing.assert_allclose(
+        layer.kernel(x, get="nngp"), np.asarray(x) @ np.asarray(x).T / 3
+    )
 
 
 def test_layout_rule_of_serial_is_folded():

@@ -26,7 +26,9 @@ def test_one_by_one_conv_equals_dense_per_position():
     x = _images()
     for param in ("ntk", "standard"):
         conv = kernels.serial(
-            kernels.Conv(8, (1, 1), padding="SAME", W_std=1.3, b_std=0.2, parameterization=param),
+            kernels.Conv(
+                8, (1, 1), padding="SAME", W_std=1.3, b_std=0.2, parameterization=param
+            ),
             kernels.Relu(),
             kernels.Conv(8, (1, 1), W_std=0.9, b_std=0.1, parameterization=param),
         )
@@ -89,7 +91,9 @@ def test_pooled_network_needs_full_layout():
 
 def test_spatial_output_diagonal_option():
     x = _images()
-    net = kernels.serial(kernels.Conv(4, (3, 3), padding="SAME", b_std=0.1), kernels.Relu())
+    net = kernels.serial(
+        kernels.Conv(4, (3, 3), padding="SAME", b_std=0.1), kernels.Relu()
+    )
     full = net.kernel(x, get="nngp")
     diag = net.kernel(x, get="nngp", diagonal_spatial=True)
     assert full.shape == (3, 3, 5, 5, 4, 4) and diag.shape == (3, 3, 5, 4)
@@ -98,26 +102,34 @@ def test_spatial_output_diagonal_option():
 
 CNN_CASES = {
     "conv_same_gap": lambda p: [
-        kernels.Conv(512, (3, 3), padding="SAME", W_std=1.3, b_std=0.2, parameterization=p),
+        kernels.Conv(
+            512, (3, 3), padding="SAME", W_std=1.3, b_std=0.2, parameterization=p
+        ),
         kernels.Relu(),
         kernels.GlobalAvgPool(),
         kernels.Dense(1, 1.1, 0.1, parameterization=p),
     ],
     "conv_valid_strided_flatten": lambda p: [
-        kernels.Conv(512, (2, 2), strides=(2, 1), W_std=1.2, b_std=0.1, parameterization=p),
+        kernels.Conv(
+            512, (2, 2), strides=(2, 1), W_std=1.2, b_std=0.1, parameterization=p
+        ),
         kernels.Erf(),
         kernels.Flatten(),
         kernels.Dense(1, 0.9, 0.2, parameterization=p),
     ],
     "conv_circular_avgpool": lambda p: [
-        kernels.Conv(512, (3, 2), padding="CIRCULAR", W_std=1.0, b_std=0.3, parameterization=p),
+        kernels.Conv(
+            512, (3, 2), padding="CIRCULAR", W_std=1.0, b_std=0.3, parameterization=p
+        ),
         kernels.Abs(),
         kernels.AvgPool((2, 2), strides=(1, 2), padding="SAME", normalize_edges=True),
         kernels.GlobalSumPool(),
         kernels.Dense(1, 1.0, 0.0, parameterization=p),
     ],
     "conv1d_sumpool": lambda p: [
-        kernels.Conv(512, (3,), padding="SAME", W_std=1.3, b_std=0.2, parameterization=p),
+        kernels.Conv(
+            512, (3,), padding="SAME", W_std=1.3, b_std=0.2, parameterization=p
+        ),
         kernels.Relu(),
         kernels.SumPool((2,), padding="VALID"),
         kernels.Flatten(),
@@ -145,18 +157,25 @@ def test_layer_norm_matches_monte_carlo():
     Monte Carlo standard error here (sample correlation bias rho (1 - rho^2) / 2n)."""
     x = _images(shape=(3,), c=3)
     for axis in (-1, (1, 2)):
-        net = kernels.serial(kernels.Dense(1024, 1.2, 0.3), kernels.LayerNorm(axis=axis))
+        net = kernels.serial(
+            kernels.Dense(1024, 1.2, 0.3), kernels.LayerNorm(axis=axis)
+        )
         mc = kernels.monte_carlo_kernel(net, jax.random.key(3), N_SAMPLES, 16)
         mean, err = mc(x, get="nngp", return_stderr=True)
         expected = net.kernel(x, get="nngp")
-        assert_within_stderr(mean, err, expected, dof=N_SAMPLES - 1, floor=1e-9, name=str(axis))
+        assert_within_stderr(
+            mean, err, expected, dof=N_SAMPLES - 1, floor=1e-9, name=str(axis)
+        )
 
 
 def test_layer_norm_closed_form():
     x = _images(shape=(3,), c=3)
     W, b = 1.2, 0.3
     k = W**2 * np.einsum("nic,mjc->nmij", x, x) / 3 + b**2
-    var = np.einsum("niic->nic", np.einsum("nic,mjc->nmij", x, x)[np.arange(3), np.arange(3)][..., None])
+    var = np.einsum(
+        "niic->nic",
+        np.einsum("nic,mjc->nmij", x, x)[np.arange(3), np.arange(3)][..., None],
+    )
     del var
     diag = np.einsum("nnii->ni", k)
     expected = k / np.sqrt(diag[:, None, :, None] * diag[None, :, None, :])
@@ -219,14 +238,21 @@ def test_padding_invariance_of_the_finite_network():
     )
     _, params = net.init(jax.random.key(1), x.shape)
     np.testing.assert_allclose(
-        net.apply(params, x, mask=mask), net.apply(params, x_pad, mask=mask_pad), rtol=1e-12
+        net.apply(params, x, mask=mask),
+        net.apply(params, x_pad, mask=mask_pad),
+        rtol=1e-12,
     )
 
 
 @pytest.mark.parametrize(
     "make, shape, error, match",
     [
-        (lambda: kernels.Conv(4, (5,), padding="VALID"), (2, 3, 1), ValueError, "larger"),
+        (
+            lambda: kernels.Conv(4, (5,), padding="VALID"),
+            (2, 3, 1),
+            ValueError,
+            "larger",
+        ),
         (lambda: kernels.Conv(4, (3, 3)), (2, 5, 1), ValueError, "2-D filter"),
         (lambda: kernels.Conv(4, (3,), strides=(0,)), None, ValueError, "strides"),
         (lambda: kernels.Conv(4, (3,), padding="REFLECT"), None, ValueError, "padding"),
@@ -254,7 +280,9 @@ def test_conv_local_matches_monte_carlo_and_is_diagonal():
     x = jax.random.normal(jax.random.key(0), (3, 5, 2))
     for param in ("ntk", "standard"):
         net = kernels.serial(
-            kernels.ConvLocal(512, (3,), padding="SAME", W_std=1.3, b_std=0.2, parameterization=param),
+            kernels.ConvLocal(
+                512, (3,), padding="SAME", W_std=1.3, b_std=0.2, parameterization=param
+            ),
             kernels.Relu(),
             kernels.ConvLocal(1, (2,), W_std=1.2, b_std=0.1, parameterization=param),
             kernels.Flatten(),
@@ -262,7 +290,9 @@ def test_conv_local_matches_monte_carlo_and_is_diagonal():
         expected = net.kernel(x)
         mc = kernels.monte_carlo_kernel(net, jax.random.key(1), N_SAMPLES, 16)
         (nngp, nngp_err), (ntk, ntk_err) = mc(x, return_stderr=True)
-        assert_within_stderr(nngp, nngp_err, expected[0], dof=N_SAMPLES - 1, name="nngp")
+        assert_within_stderr(
+            nngp, nngp_err, expected[0], dof=N_SAMPLES - 1, name="nngp"
+        )
         assert_within_stderr(ntk, ntk_err, expected[1], dof=N_SAMPLES - 1, name="ntk")
     local = kernels.ConvLocal(4, (3,), padding="SAME", b_std=0.5).kernel(x, get="nngp")
     off_diagonal = np.asarray(local) * (1 - np.eye(5))
@@ -278,11 +308,16 @@ def test_aggregate_closed_form_and_monte_carlo():
     x = jax.random.normal(jax.random.key(0), (3, 4, 2))
     p = _graph(1)
     net = kernels.serial(
-        kernels.Dense(512, 1.2, 0.2), kernels.Relu(), kernels.Aggregate(),
-        kernels.Dense(1, 1.0, 0.1), kernels.GlobalSumPool(),
+        kernels.Dense(512, 1.2, 0.2),
+        kernels.Relu(),
+        kernels.Aggregate(),
+        kernels.Dense(1, 1.0, 0.1),
+        kernels.GlobalSumPool(),
     )
     expected = net.kernel(x, pattern=(p, None))
-    inner = kernels.serial(kernels.Dense(512, 1.2, 0.2), kernels.Relu()).kernel(x, get="nngp")
+    inner = kernels.serial(kernels.Dense(512, 1.2, 0.2), kernels.Relu()).kernel(
+        x, get="nngp"
+    )
     closed = np.einsum("nij,nmjk,mlk->nmil", p, inner, p).sum(axis=(2, 3)) + 16 * 0.01
     np.testing.assert_allclose(expected[0], np.asarray(closed), rtol=1e-12)
 
@@ -297,8 +332,11 @@ def test_aggregate_closed_form_and_monte_carlo():
         samples.append(kernels.empirical_ntk(apply, params, x))
     samples = np.stack(samples)
     assert_within_stderr(
-        samples.mean(0), samples.std(0, ddof=1) / np.sqrt(n_samples), expected[1],
-        dof=n_samples - 1, name="ntk",
+        samples.mean(0),
+        samples.std(0, ddof=1) / np.sqrt(n_samples),
+        expected[1],
+        dof=n_samples - 1,
+        name="ntk",
     )
 
 
@@ -307,4 +345,6 @@ def test_aggregate_bad_pattern():
     with pytest.raises(ValueError, match="pattern"):
         kernels.serial(kernels.Dense(2), kernels.Aggregate()).kernel(x)
     with pytest.raises(ValueError, match="pattern"):
-        kernels.serial(kernels.Dense(2), kernels.Aggregate()).kernel(x, pattern=jnp.ones((2, 3)))
+        kernels.serial(kernels.Dense(2), kernels.Aggregate()).kernel(
+            x, pattern=jnp.ones((2, 3))
+        )

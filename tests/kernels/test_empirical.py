@@ -10,7 +10,9 @@ from widebnn import kernels
 
 
 def _setup(shape=(4, 3)):
-    net = kernels.serial(kernels.Dense(6, 1.2, 0.3), kernels.Erf(), kernels.Dense(2, 0.9, 0.1))
+    net = kernels.serial(
+        kernels.Dense(6, 1.2, 0.3), kernels.Erf(), kernels.Dense(2, 0.9, 0.1)
+    )
     x = jax.random.normal(jax.random.key(0), shape)
     _, params = net.init(jax.random.key(1), x.shape)
     return net, params, x
@@ -33,7 +35,9 @@ def test_empirical_ntk_matches_explicit_jacobian(implementation):
     net, params, x1 = _setup()
     x2 = jax.random.normal(jax.random.key(2), (3, 3))
     expected = _explicit_ntk(net, params, x1, x2)
-    ntk = kernels.empirical_ntk(net.apply, params, x1, x2, implementation=implementation)
+    ntk = kernels.empirical_ntk(
+        net.apply, params, x1, x2, implementation=implementation
+    )
     np.testing.assert_allclose(ntk, expected, rtol=1e-12)
     same = kernels.empirical_ntk(net.apply, params, x1, implementation=implementation)
     np.testing.assert_allclose(same, _explicit_ntk(net, params, x1, x1), rtol=1e-12)

@@ -17,7 +17,9 @@ def test_input_kernel_inner_products():
     x1 = jax.random.normal(jax.random.key(0), (3, 4))
     x2 = jax.random.normal(jax.random.key(1), (2, 4))
     k = kernels.input_kernel(x1, x2)
-    np.testing.assert_allclose(k.nngp, np.asarray(x1) @ np.asarray(x2).T / 4, rtol=1e-14)
+    np.testing.assert_allclose(
+        k.nngp, np.asarray(x1) @ np.asarray(x2).T / 4, rtol=1e-14
+    )
     np.testing.assert_allclose(k.cov1, np.sum(np.asarray(x1) ** 2, 1) / 4, rtol=1e-14)
     np.testing.assert_allclose(k.cov2, np.sum(np.asarray(x2) ** 2, 1) / 4, rtol=1e-14)
     assert not k.is_gaussian and k.shape1 == (3, 4) and k.shape2 == (2, 4)
@@ -52,7 +54,11 @@ def test_get_variants():
     "call, error, match",
     [
         (lambda n: n.kernel(jnp.ones(3)), ValueError, "x1"),
-        (lambda n: n.kernel(jnp.ones((2, 3)), jnp.ones((2, 4))), ValueError, "x1 and x2"),
+        (
+            lambda n: n.kernel(jnp.ones((2, 3)), jnp.ones((2, 4))),
+            ValueError,
+            "x1 and x2",
+        ),
         (lambda n: n.kernel(jnp.ones((2, 3)), get="variance"), ValueError, "get"),
         (lambda n: n.kernel(jnp.ones((2, 3)), get=()), ValueError, "get"),
         (lambda n: n.kernel(None), TypeError, "x1"),
@@ -90,7 +96,9 @@ def test_vmap_over_batches_of_inputs():
     xs = jax.random.normal(jax.random.key(0), (3, 4, 2))
     batched = jax.vmap(lambda x: net.kernel(x, get="nngp"))(xs)
     for i in range(3):
-        np.testing.assert_allclose(batched[i], net.kernel(xs[i], get="nngp"), rtol=1e-13)
+        np.testing.assert_allclose(
+            batched[i], net.kernel(xs[i], get="nngp"), rtol=1e-13
+        )
 
 
 def test_masked_input_kernel_is_symmetric_when_x2_is_none():
@@ -101,3 +109,20 @@ def test_masked_input_kernel_is_symmetric_when_x2_is_none():
     np.testing.assert_allclose(nngp, np.transpose(nngp, (1, 0, 3, 2)), rtol=1e-15)
     joint = kernels.input_kernel(x, x, mask1=mask, mask2=mask)
     np.testing.assert_allclose(nngp, joint.nngp, rtol=1e-15)
+
+
+def test_jitted_relu_ntk_diagonal_is_exact():
+    """c == q on the diagonal must survive jit fusion: an ulp of difference would
+    become a sqrt(eps) ~ 1e-8 error in the arc-cosine angle."""
+    net = kernels.serial(
+        kernels.Dense(8, 1.5, 0.1), kernels.Relu(), kernels.Dense(8, 1.5, 0.1),
+        kernels.Relu(), kernels.Dense(1, 1.5, 0.1),
+    )
+    x = jax.random.normal(jax.random.key(3), (6, 5))
+    eager = net.kernel(x, get="ntk")
+    jitted = jax.jit(lambda a: net.kernel(a, get="ntk"))(x)
+    np.testing.assert_allclose(np.diag(jitted), np.diag(eager), rtol=1e-13)
+    # the diagonal equals the one-example kernel, computed with no cross terms
+    for i in range(3):
+        single = net.kernel(x[i : i + 1], get="ntk")[0, 0]
+        np.testing.assert_allclose(jitted[i, i], single, rtol=1e-13)

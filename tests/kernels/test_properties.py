@@ -57,7 +57,9 @@ def test_random_architectures_symmetric_psd_consistent(arch, seed):
     for full, block, which in zip(joint, cross, get, strict=True):
         assert np.all(np.isfinite(full)), which
         assert_symmetric_psd(full, rtol=1e-9, name=f"{names} {which}")
-        np.testing.assert_allclose(block, np.asarray(full)[:3, 3:], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(
+            block, np.asarray(full)[:3, 3:], rtol=1e-10, atol=1e-12
+        )
 
 
 @settings(max_examples=15, deadline=None, derandomize=True)

@@ -1,0 +1,379 @@
+"""``hmc``: many-chain HMC/GHMC/NUTS on a Bayesian network, built on BlackJAX.
+
+The sampler runs on the repriorised coordinates :math:`\\phi` (log-det included) or
+on the parameters themselves, and reports :math:`\\theta = \\mathcal T(\\phi)` and
+predictions. Chains are vectorised with ``vmap`` (and sharded over local devices
+when there are several), draws come from ``lax.scan`` in jitted chunks.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from ._ghmc import build_step, ghmc_warmup, init_state, window_warmup
+from ._posterior import Posterior
+from ._reprior import (
+    REPARAMS,
+    check_data,
+    choose_path,
+    log_density_fn,
+    position_to_params,
+    resolve_kernel_reg,
+)
+from ._run import Checkpoint, fingerprint, run_chunks
+
+ALGORITHMS = ("ghmc", "hmc", "nuts")
+
+
+class _Config(NamedTuple):
+    """Static settings of a run (hashable: a ``jit`` static argument)."""
+
+    algorithm: str
+    reparam: str
+    num_chains: int
+    num_warmup: int
+    thin: int
+    step_size: float | None
+    target_acceptance: float
+    momentum_refresh: float
+    num_integration_steps: int
+    max_num_doublings: int
+    initial_step_size: float
+    kernel_reg: float | None
+    path: str
+    store_params: bool
+    sharding: Any
+
+
+DEFAULT_TARGET = {"ghmc": 0.9, "hmc": 0.8, "nuts": 0.8}
+
+
+def _check_int(value, name, minimum):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
+    return int(value)
+
+
+def _check_unit(value, name, *, open_low=True):
+    value = float(value)
+    if not (0 < value <= 1 if open_low else 0 <= value <= 1):
+        raise ValueError(f"{name} must be in (0, 1], got {value}.")
+    return value
+
+
+def _initial_positions(model, key, x_shape, num_chains, reparam, logdensity):
+    """Prior draws of the sampler's coordinates, one per chain; a draw with a
+    non-finite log density is redrawn (up to 100 times)."""
+
+    def draw(k):
+        theta = model.init(k, x_shape)
+        return model.split_readout(theta) if reparam == "repriorised" else theta
+
+    def one(k):
+        def cond(carry):
+            tries, position = carry
+            return (tries < 100) & ~jnp.isfinite(logdensity(position))
+
+        def body(carry):
+            tries, _ = carry
+            return tries + 1, draw(jax.random.fold_in(k, tries))
+
+        return jax.lax.while_loop(cond, body, (1, draw(k)))[1]
+
+    return jax.vmap(one)(jax.random.split(key, num_chains))
+
+
+def _chain_sharding(num_chains):
+    devices = jax.local_devices()
+    if len(devices) < 2 or num_chains % len(devices):
+        return None
+    mesh = jax.sharding.Mesh(np.array(devices), ("chain",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chain"))
+
+
+def _put(tree, config):
+    return tree if config.sharding is None else jax.device_put(tree, config.sharding)
+
+
+def _logdensity(model, config, x, y):
+    fn = log_density_fn(
+        model, reparam=config.reparam, kernel_reg=config.kernel_reg, path=config.path
+    )
+    return lambda position: fn(position, x, y)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _warmup(model, config, init_key, warm_key, x, y):
+    """Initial prior draws, then warm-up; returns ``(states, eps, imm, grads)``."""
+    num_chains = config.num_chains
+    logdensity = _logdensity(model, config, x, y)
+    positions = _initial_positions(
+        model, init_key, x.shape, num_chains, config.reparam, logdensity
+    )
+    positions = _put(positions, config)
+    flat_size = ravel_pytree(jax.tree.map(lambda v: v[0], positions))[0].size
+    step = build_step(config.algorithm, logdensity, config)
+    state_keys = jax.random.split(jax.random.fold_in(init_key, 1), num_chains)
+    states = jax.vmap(lambda p, k: init_state(config.algorithm, p, logdensity, k))(
+        positions, state_keys
+    )
+    unit = jnp.ones((num_chains, flat_size))
+    if config.step_size is not None:
+        eps = jnp.full((num_chains,), config.step_size)
+        vstep = jax.vmap(step, in_axes=(0, 0, 0, 0, None))
+
+        def body(states, k):
+            keys = jax.random.split(k, num_chains)
+            states, info = vstep(keys, states, eps, unit, config.momentum_refresh)
+            return states, jnp.sum(info.num_integration_steps)
+
+        keys = jax.random.split(warm_key, config.num_warmup)
+        states, n_steps = jax.lax.scan(body, states, keys)
+        return states, eps, unit, jnp.sum(n_steps) + num_chains
+    if config.algorithm == "ghmc":
+        states, eps, grads = ghmc_warmup(step, states, warm_key, unit, config)
+        return states, eps, unit, grads + num_chains
+    states, eps, imm, grads = window_warmup(
+        config.algorithm, logdensity, positions, warm_key, config
+    )
+    return states, eps, imm, grads + num_chains
+
+
+@partial(jax.jit, static_argnums=(0, 1, 2))
+def _chunk(model, config, size, states, key, x, y, x_pred, eps, imm):
+    """``size`` kept draws of ``thin`` transitions each, for all chains."""
+    num_chains = config.num_chains
+    logdensity = _logdensity(model, config, x, y)
+    step = build_step(config.algorithm, logdensity, config)
+    vstep = jax.vmap(step, (0, 0, 0, 0, None))
+
+    def transition(states, k):
+        keys = jax.random.split(k, num_chains)
+        states, info = vstep(keys, states, eps, imm, config.momentum_refresh)
+        stats = {
+            "acceptance_rate": info.acceptance_rate,
+            "diverging": info.is_divergent,
+            "energy": info.energy,
+            "n_steps": info.num_integration_steps,
+            "nonfinite": ~jnp.isfinite(info.energy),
+        }
+        return states, stats
+
+    def to_params(position):
+        return position_to_params(
+            model,
+            position,
+            x,
+            y,
+            reparam=config.reparam,
+            kernel_reg=config.kernel_reg,
+            path=config.path,
+        )
+
+    def draw(states, k):
+        keys = jax.random.split(k, config.thin)
+        states, stats = jax.lax.scan(transition, states, keys)
+        stats = {
+            "acceptance_rate": jnp.mean(stats["acceptance_rate"], 0),
+            "diverging": jnp.any(stats["diverging"], 0),
+            "energy": stats["energy"][-1],
+            "n_steps": jnp.sum(stats["n_steps"], 0),
+            "nonfinite": jnp.sum(stats["nonfinite"], 0),
+            "lp": states.logdensity,
+        }
+        theta = jax.vmap(to_params)(states.position)
+        predictions = jax.vmap(model.predict, (0, None))(theta, x_pred)
+        out = {"stats": stats, "predictions": predictions}
+        if config.store_params:
+            out["params"] = theta
+        return states, out
+
+    return jax.lax.scan(draw, _put(states, config), jax.random.split(key, size))
+
+
+def hmc(
+    model,
+    x,
+    y,
+    *,
+    algorithm: str = "ghmc",
+    reparam: str = "repriorised",
+    num_chains: int = 4,
+    num_warmup: int = 1000,
+    num_samples: int = 1000,
+    thin: int = 1,
+    step_size: float | None = None,
+    key,
+    progress: bool = True,
+    checkpoint=None,
+    x_pred=None,
+    kernel_reg: float | None = None,
+    path: str = "auto",
+    target_acceptance: float | None = None,
+    momentum_refresh: float = 0.01,
+    num_integration_steps: int = 10,
+    max_num_doublings: int = 10,
+    initial_step_size: float = 0.01,
+    chunk_size: int = 100,
+    store_params: bool = True,
+) -> Posterior:
+    r"""Samples the posterior of ``model`` given ``(x, y)`` with HMC, GHMC or NUTS.
+
+    With ``reparam="repriorised"`` the chain runs on
+    :math:`\phi = (\theta_{rest}, \Phi_{out})` with log density
+    :math:`\log p(\mathcal T(\phi)\mid D) + \log|\det J(\phi)|` (see
+    :func:`repriorise`); with ``"none"`` on :math:`\theta` itself.
+
+    * ``"ghmc"``: ``blackjax.ghmc`` (one leapfrog step per transition, persistent
+      momentum :math:`\alpha=\beta=` ``momentum_refresh``, non-reversible slice
+      :math:`\delta=\beta/2`, unit mass). Warm-up: dual averaging of one step size
+      shared by the chains towards ``target_acceptance`` (default 0.9) with full
+      momentum refresh, in two windows.
+    * ``"hmc"`` (``num_integration_steps`` leapfrog steps) and ``"nuts"``:
+      ``blackjax.window_adaptation`` per chain (step size and diagonal mass,
+      target acceptance default 0.8).
+
+    With ``step_size`` given nothing is adapted (unit mass); warm-up transitions are
+    then plain burn-in. Non-finite log densities (failed Cholesky factorisations,
+    overflow) are ``-inf``: the proposal is rejected and counted in
+    ``sample_stats["nonfinite"]``; the state never becomes NaN.
+
+    Args:
+        model: a model with the sampler protocol (e.g. :class:`widebnn.WideBNN`).
+        x: ``(N, *S, C)`` training inputs.
+        y: ``(N, out_dim)`` training targets (always 2-D).
+        algorithm: static; ``"ghmc"``, ``"hmc"`` or ``"nuts"``.
+        reparam: static; ``"repriorised"`` or ``"none"``.
+        num_chains: static; number of chains (sharded over local devices when it is
+            a multiple of their number).
+        num_warmup: static; warm-up transitions.
+        num_samples: static; kept draws per chain.
+        thin: static; transitions per kept draw.
+        step_size: a fixed step size, or ``None`` to adapt it.
+        key: a PRNG key (required).
+        progress: show a tqdm bar (updated after every chunk).
+        checkpoint: a run directory or ``None``. After warm-up and after every
+            chunk the state, tuned parameters and draws are written there
+            (atomically, ``.npz``, no pickle); a restarted run with the same
+            arguments continues and returns exactly the draws of an uninterrupted
+            run.
+        x_pred: ``(M, *S, C)`` inputs of the predictions (default ``x``).
+        kernel_reg: :math:`k` of the repriorisation (default ``noise_std**2``).
+        path: static; ``"auto"``, ``"primal"`` or ``"dual"`` (see :func:`repriorise`).
+        target_acceptance: target of the step-size adaptation.
+        momentum_refresh: GHMC momentum refresh :math:`\beta \in (0, 1]`.
+        num_integration_steps: static; leapfrog steps of ``"hmc"``.
+        max_num_doublings: static; maximum tree depth of ``"nuts"``.
+        initial_step_size: starting point of the GHMC step-size adaptation.
+        chunk_size: static; kept draws per jitted chunk (the last chunk is run at
+            full size and truncated, so that one compilation serves all chunks).
+        store_params: keep the parameter draws (they can be large).
+
+    Returns:
+        A :class:`Posterior`.
+
+    Raises:
+        ValueError: naming the argument, for bad data (``y`` not 2-D, lengths that
+            differ, NaN), an unknown ``algorithm``/``reparam`` or bad settings.
+
+    References:
+        Hron et al., ICML 2022 (arXiv:2206.07673); Hoffman & Gelman, JMLR 2014
+        (NUTS); Neal 2020, "Non-reversibly updating a uniform [0,1] value for
+        Metropolis accept/reject decisions" (GHMC slice).
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
+    if reparam not in REPARAMS:
+        raise ValueError(f"reparam must be one of {REPARAMS}, got {reparam!r}.")
+    x, y = check_data(model, x, y)
+    x_pred = x if x_pred is None else jnp.asarray(x_pred)
+    if x_pred.ndim != x.ndim or x_pred.shape[1:] != x.shape[1:]:
+        raise ValueError(
+            f"x_pred must have shape (M, *{x.shape[1:]}), got {x_pred.shape}."
+        )
+    if step_size is not None and not (
+        math.isfinite(float(step_size)) and float(step_size) > 0
+    ):
+        raise ValueError(f"step_size must be a finite number > 0, got {step_size}.")
+    num_chains = _check_int(num_chains, "num_chains", 1)
+    num_samples = _check_int(num_samples, "num_samples", 1)
+    chunk_size = min(_check_int(chunk_size, "chunk_size", 1), num_samples)
+    target = (
+        DEFAULT_TARGET[algorithm] if target_acceptance is None else target_acceptance
+    )
+    config = _Config(
+        algorithm=algorithm,
+        reparam=reparam,
+        num_chains=num_chains,
+        num_warmup=_check_int(num_warmup, "num_warmup", 0),
+        thin=_check_int(thin, "thin", 1),
+        step_size=None if step_size is None else float(step_size),
+        target_acceptance=_check_unit(target, "target_acceptance"),
+        momentum_refresh=_check_unit(momentum_refresh, "momentum_refresh"),
+        num_integration_steps=_check_int(
+            num_integration_steps, "num_integration_steps", 1
+        ),
+        max_num_doublings=_check_int(max_num_doublings, "max_num_doublings", 1),
+        initial_step_size=float(initial_step_size),
+        kernel_reg=(
+            resolve_kernel_reg(model, kernel_reg) if reparam == "repriorised" else None
+        ),
+        path=choose_path(model.width + 1, x.shape[0], path),
+        store_params=bool(store_params),
+        sharding=_chain_sharding(num_chains),
+    )
+    if step_size is None and config.num_warmup == 0:
+        raise ValueError("num_warmup must be >= 1 when step_size is None.")
+    settings = config._asdict()
+    settings.pop("sharding")
+    settings.update(num_samples=num_samples, chunk_size=chunk_size)
+
+    key_data = key
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key_data = jax.random.key_data(key)
+    meta = fingerprint(
+        settings | {"model": repr(model)},
+        {"key": key_data, "x": x, "y": y, "x_pred": x_pred},
+    )
+    run_dir = Checkpoint(checkpoint, meta)
+    init_key, warm_key, sample_key = jax.random.split(key, 3)
+    warm_args = (model, config, init_key, warm_key, x, y)
+    states, eps, imm, warm_grads = run_dir.stage(
+        "warmup",
+        lambda: _warmup(*warm_args),
+        lambda: jax.eval_shape(_warmup, *warm_args),
+    )
+    num_chunks = -(-num_samples // chunk_size)
+    states, out, seconds = run_chunks(
+        lambda s, k, size: _chunk(model, config, size, s, k, x, y, x_pred, eps, imm),
+        states,
+        sample_key,
+        [chunk_size] * num_chunks,
+        run_dir,
+        progress=progress,
+    )
+
+    def swap(v):
+        return np.swapaxes(v[:num_samples], 0, 1)
+
+    stats = {k: swap(v) for k, v in out["stats"].items()}
+    stats["step_size"] = np.broadcast_to(np.asarray(eps)[:, None], stats["lp"].shape)
+    settings["inverse_mass_matrix"] = np.asarray(imm)
+    settings["chunk_seconds"] = seconds
+    return Posterior(
+        params=jax.tree.map(swap, out["params"]) if store_params else None,
+        predictions=swap(out["predictions"]),
+        sample_stats=stats,
+        num_grad_evals=int(np.sum(stats["n_steps"])),
+        num_warmup_grad_evals=int(warm_grads),
+        settings=settings,
+    )
