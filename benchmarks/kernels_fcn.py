@@ -245,10 +245,12 @@ def main(argv=None):
         "other load on a shared machine).\nexec MiB: peak resident memory during "
         "the calls minus the resident memory just\nbefore them (freed heap "
         "returned to the OS first); peak MiB: the process's peak\nresident "
-        f"memory, compilation and imports included (before compiling: {base}).\n"
+        "memory, compilation and imports included\n"
+        f"(before compiling: {base}).\n"
         "NT/this: Neural Tangents' time divided by this row's (> 1: faster than "
         "NT).\nrel Δ: relative difference of the sums of NNGP and NTK against NT's "
-        "(a sanity check\nthat both computed the same kernel)."
+        "(widebnn's\nwithout NT): a sanity check that all rows computed the same "
+        "kernel."
     )
     if args.json:
         raw = [{"key": list(k), "runs": v} for k, v in runs.items()]
