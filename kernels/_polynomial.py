@@ -287,7 +287,8 @@ def RectifiedMonomial(degree: int) -> Layer:
     gradients are finite everywhere, including the diagonal (where Neural Tangents
     0.6.5 returns NaN): there :math:`\mathcal V = \frac{(2n-1)!!}{2}q^n`.
     :math:`\dot{\mathcal V} = n^2\mathcal V_{n-1}`; for ``n = 0`` it is 0, as for
-    ``Sign`` (the step has zero derivative almost everywhere).
+    ``Sign`` (the step has zero derivative almost everywhere; the exact
+    :math:`\partial\mathcal V/\partial c` is infinite at ``x1 == x2``).
 
     Args:
         degree: static; ``n >= 0``.
