@@ -15,7 +15,7 @@ import jax.numpy as jnp
 
 from ._checks import check_choice
 from ._conv import _as_tuple, conv_geometry, conv_mask
-from ._kernel import Kernel, Layer
+from ._kernel import Kernel, Layer, _keep
 
 
 def _needs_full(needs_full_output):
@@ -26,12 +26,6 @@ def _needs_full(needs_full_output):
 def _needs_diagonal(needs_full_output):
     del needs_full_output
     return False
-
-
-def _keep(mask, shape):
-    if mask is None:
-        return jnp.ones(shape[:-1])
-    return jnp.logical_not(mask).astype(float)
 
 
 def _check_spatial(k_or_shape, name):

@@ -41,7 +41,7 @@ def test_identical_tokens_and_zero_queries_average_uniformly():
     nngp = np.asarray(att.kernel(x, get="nngp"))
     base = np.asarray(token[:, 0]) @ np.asarray(token[:, 0]).T / 3
     np.testing.assert_allclose(
-        nngp, OV2 * base[:, :, None, None] + 0.01 + 0 * nngp, rtol=1e-12
+        nngp, np.broadcast_to(OV2 * base[:, :, None, None] + 0.01, nngp.shape), rtol=1e-12
     )
     y = _seq()
     uniform = np.asarray(att.kernel(y, get="nngp"))

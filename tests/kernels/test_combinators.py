@@ -1,7 +1,6 @@
 """Combinators: finite and infinite forms composed in lock-step."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from _helpers import assert_within_stderr
@@ -157,4 +156,3 @@ def test_layout_rule_of_serial_is_folded():
     net = kernels.serial(kernels.Dense(3), kernels.Relu())
     assert net.full_spatial_input(True) is True
     assert net.full_spatial_input(False) is False
-    assert jnp.asarray(1.0).dtype  # the layer values are plain NamedTuples

@@ -172,11 +172,6 @@ def test_layer_norm_closed_form():
     x = _images(shape=(3,), c=3)
     W, b = 1.2, 0.3
     k = W**2 * np.einsum("nic,mjc->nmij", x, x) / 3 + b**2
-    var = np.einsum(
-        "niic->nic",
-        np.einsum("nic,mjc->nmij", x, x)[np.arange(3), np.arange(3)][..., None],
-    )
-    del var
     diag = np.einsum("nnii->ni", k)
     expected = k / np.sqrt(diag[:, None, :, None] * diag[None, :, None, :])
     net = kernels.serial(kernels.Dense(4, W, b), kernels.LayerNorm(eps=0.0))
