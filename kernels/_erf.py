@@ -6,15 +6,20 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import check_finite
-from ._elementwise import elementwise_layer
+from ._elementwise import elementwise_layer, rational_arctan2
 from ._kernel import Layer
 
 
 def erf_nngp(c, q1, q2, a, b, shift):
     r""":math:`a^2\frac{2}{\pi}\arcsin\frac{2b^2c}{\sqrt{(1+2b^2q_1)(1+2b^2q_2)}} +
     \mathrm{shift}^2`."""
-    norm = jnp.sqrt((1 + 2 * b**2 * q1) * (1 + 2 * b**2 * q2))
-    return a**2 * (2 / jnp.pi) * jnp.arcsin(2 * b**2 * c / norm) + shift**2
+    # arcsin(u / sqrt(AB)) = arctan2(u, sqrt(AB - u^2)) with u = 2 b^2 c, and
+    # AB - u^2 = 1 + 2 b^2 (q1 + q2) + 4 b^4 (q1 q2 - c^2) >= 1: no cancellation near
+    # |u| = sqrt(AB), and a vectorised arctan2 (jnp.arcsin is evaluated elementwise
+    # through libm on CPU, ~4x slower).
+    u = 2 * b**2 * c
+    rest = 1 + 2 * b**2 * (q1 + q2) + 4 * b**4 * (q1 * q2 - c**2)
+    return a**2 * (2 / jnp.pi) * rational_arctan2(u, jnp.sqrt(rest)) + shift**2
 
 
 def erf_d_nngp(c, q1, q2, a, b):

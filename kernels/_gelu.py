@@ -22,7 +22,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ._elementwise import elementwise_layer
+from ._elementwise import elementwise_layer, rational_arctan2
 from ._kernel import Layer
 
 
@@ -30,7 +30,7 @@ def _gelu_parts(c, q1, q2):
     ab = (1 + q1) * (1 + q2)
     s = ab - c**2
     root = jnp.sqrt(s)
-    angle = jnp.arctan2(c, root)
+    angle = rational_arctan2(c, root)
     numerator = q1 * q2 + c**2 * (1 - q1 * q2) / ab
     return ab, s, root, angle, numerator
 

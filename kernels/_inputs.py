@@ -24,7 +24,7 @@ def validate_get(get: str | Sequence[str]) -> tuple[str, ...]:
     return names
 
 
-def _as_inputs(x, name: str) -> jax.Array:
+def as_inputs(x, name: str) -> jax.Array:
     if x is None:
         raise TypeError(f"{name} must be an array, got None.")
     x = jnp.asarray(x)
@@ -101,7 +101,7 @@ def input_kernel(
         ValueError: on arrays of the wrong rank, mismatched channel counts or masks
             of the wrong shape.
     """
-    x1 = _as_inputs(x1, "x1")
+    x1 = as_inputs(x1, "x1")
     mask1 = _as_mask(mask1, x1, "mask1")
     x1_is_x2 = x2 is None
     if x1_is_x2:
@@ -109,7 +109,7 @@ def input_kernel(
             raise ValueError("mask2 was given but x2 is None; pass x2 as well.")
         x2, mask2 = x1, mask1
     else:
-        x2 = _as_inputs(x2, "x2")
+        x2 = as_inputs(x2, "x2")
         if x2.ndim != x1.ndim or x2.shape[1:] != x1.shape[1:]:
             raise ValueError(
                 "x1 and x2 must agree on every axis but the batch axis, got shapes "

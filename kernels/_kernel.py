@@ -235,9 +235,17 @@ class Layer(NamedTuple):
         mask1=None,
         mask2=None,
         diagonal_spatial: bool = False,
+        tile_entries: int | None = None,
         **kwargs,
     ):
         """Infinite-width kernels of this network between two input batches.
+
+        For inputs without spatial axes ``(N, C)`` and more than ``2**16`` pairs the
+        kernel is evaluated on tiles of about ``tile_entries`` pairs inside a
+        ``lax.map`` (only the tiles on and above the diagonal when ``x2`` is
+        ``None``): the same values, 3-4x faster on CPU and with a small working set
+        (see ``kernels/_tiling.py``). Masked calls, extra keyword arguments and
+        ``cov1``/``cov2`` outputs are never tiled.
 
         Args:
             x1: ``(N1, *S, C)`` inputs.
@@ -249,6 +257,8 @@ class Layer(NamedTuple):
             diagonal_spatial: static; if the output keeps spatial axes, return only
                 equal-position covariances ``(N1, N2, *S)`` instead of every pair
                 ``(N1, N2, S1, S1', ...)``.
+            tile_entries: static; pairs per tile for inputs without spatial axes;
+                ``None`` for the default (``2**14``), ``0`` to never tile.
             **kwargs: passed to every layer's ``kernel_fn``.
 
         Returns:
@@ -258,9 +268,18 @@ class Layer(NamedTuple):
         Raises:
             ValueError: on inputs of the wrong rank or mismatched channel counts.
         """
-        from ._inputs import input_kernel, validate_get
+        from ._inputs import as_inputs, input_kernel, validate_get
+        from ._tiling import resolve_tile_entries, should_tile, tiled_kernel
 
         names = validate_get(get)
+        tile = resolve_tile_entries(tile_entries)
+        masked = mask1 is not None or mask2 is not None
+        if tile and not masked and not kwargs:
+            x1 = as_inputs(x1, "x1")
+            x2 = None if x2 is None else as_inputs(x2, "x2")
+            if should_tile(x1, x2, names, tile, masked=masked, kwargs=kwargs):
+                out = tiled_kernel(self, x1, x2, names, tile)
+                return out[0] if isinstance(get, str) else out
         full_in = input_layout(self, not diagonal_spatial)
         k = input_kernel(
             x1,
