@@ -38,7 +38,7 @@ def as_inputs(x, name: str) -> jax.Array:
     return x
 
 
-def _as_mask(mask, x: jax.Array, name: str) -> jax.Array | None:
+def as_mask(mask, x: jax.Array, name: str) -> jax.Array | None:
     if mask is None:
         return None
     mask = jnp.asarray(mask)
@@ -102,7 +102,7 @@ def input_kernel(
             of the wrong shape.
     """
     x1 = as_inputs(x1, "x1")
-    mask1 = _as_mask(mask1, x1, "mask1")
+    mask1 = as_mask(mask1, x1, "mask1")
     x1_is_x2 = x2 is None
     if x1_is_x2:
         if mask2 is not None:
@@ -115,7 +115,7 @@ def input_kernel(
                 "x1 and x2 must agree on every axis but the batch axis, got shapes "
                 f"{x1.shape} and {x2.shape}."
             )
-        mask2 = _as_mask(mask2, x2, "mask2")
+        mask2 = as_mask(mask2, x2, "mask2")
     if mask1 is not None:
         x1 = jnp.where(mask1[..., None], 0.0, x1)
     if x1_is_x2:

@@ -240,12 +240,13 @@ class Layer(NamedTuple):
     ):
         """Infinite-width kernels of this network between two input batches.
 
-        For inputs without spatial axes ``(N, C)`` and more than ``2**16`` pairs the
-        kernel is evaluated on tiles of about ``tile_entries`` pairs inside a
+        Kernels of more than ``2**16`` entries (``2**22`` for spatial inputs) are
+        evaluated on tiles of pairs of about ``tile_entries`` entries inside a
         ``lax.map`` (only the tiles on and above the diagonal when ``x2`` is
-        ``None``): the same values, 3-4x faster on CPU and with a small working set
-        (see ``kernels/_tiling.py``). Masked calls, extra keyword arguments and
-        ``cov1``/``cov2`` outputs are never tiled.
+        ``None``): the same values, several times faster on CPU and with a small
+        working set (see ``kernels/_tiling.py``).
+        Calls with extra keyword arguments or asking for ``cov1``/``cov2`` are
+        never tiled.
 
         Args:
             x1: ``(N1, *S, C)`` inputs.
@@ -257,8 +258,9 @@ class Layer(NamedTuple):
             diagonal_spatial: static; if the output keeps spatial axes, return only
                 equal-position covariances ``(N1, N2, *S)`` instead of every pair
                 ``(N1, N2, S1, S1', ...)``.
-            tile_entries: static; pairs per tile for inputs without spatial axes;
-                ``None`` for the default (``2**14``), ``0`` to never tile.
+            tile_entries: static; kernel entries per tile (pairs times entries per
+                pair in the input layout); ``None`` for the default (``2**14``
+                without spatial axes, ``2**16`` with), ``0`` to never tile.
             **kwargs: passed to every layer's ``kernel_fn``.
 
         Returns:
@@ -268,19 +270,41 @@ class Layer(NamedTuple):
         Raises:
             ValueError: on inputs of the wrong rank or mismatched channel counts.
         """
-        from ._inputs import as_inputs, input_kernel, validate_get
-        from ._tiling import resolve_tile_entries, should_tile, tiled_kernel
+        from ._inputs import as_inputs, as_mask, input_kernel, validate_get
+        from ._tiling import (
+            pair_entries,
+            resolve_tile_entries,
+            should_tile,
+            tiled_kernel,
+        )
 
         names = validate_get(get)
-        tile = resolve_tile_entries(tile_entries)
-        masked = mask1 is not None or mask2 is not None
-        if tile and not masked and not kwargs:
+        full_in = input_layout(self, not diagonal_spatial)
+        if tile_entries != 0 and not kwargs:
             x1 = as_inputs(x1, "x1")
             x2 = None if x2 is None else as_inputs(x2, "x2")
-            if should_tile(x1, x2, names, tile, masked=masked, kwargs=kwargs):
-                out = tiled_kernel(self, x1, x2, names, tile)
+            mask1 = as_mask(mask1, x1, "mask1")
+            if x2 is None and mask2 is not None:
+                raise ValueError("mask2 was given but x2 is None; pass x2 as well.")
+            mask2 = None if x2 is None else as_mask(mask2, x2, "mask2")
+            tile = resolve_tile_entries(tile_entries, spatial=x1.ndim > 2)
+            per_pair = pair_entries(x1, full_in)
+            if should_tile(
+                x1, x2, names, tile_entries, per_pair=per_pair, kwargs=kwargs
+            ):
+                out = tiled_kernel(
+                    self,
+                    x1,
+                    x2,
+                    mask1,
+                    mask2,
+                    names,
+                    max(1, tile // per_pair),
+                    diagonal_spatial,
+                )
                 return out[0] if isinstance(get, str) else out
-        full_in = input_layout(self, not diagonal_spatial)
+        else:
+            resolve_tile_entries(tile_entries, spatial=False)  # checks the type
         k = input_kernel(
             x1,
             x2,

@@ -113,3 +113,58 @@ def test_not_tiled_when_masked_or_covariances_requested():
 def test_bad_tile_entries(value, error):
     with pytest.raises(error, match="tile_entries"):
         _net().kernel(_x(4), tile_entries=value)
+
+
+def _cnn(pool=True):
+    layers = [
+        kernels.Conv(8, (3, 3), padding="SAME", W_std=1.3, b_std=0.1),
+        kernels.Relu(),
+        kernels.Conv(8, (3, 3), padding="SAME", W_std=1.2, b_std=0.1),
+        kernels.Erf(),
+    ]
+    if pool:
+        layers += [kernels.GlobalAvgPool(), kernels.Dense(1, 1.1, 0.05)]
+    return kernels.serial(*layers)
+
+
+@pytest.mark.parametrize(
+    "pool, diagonal_spatial, cross",
+    [
+        (True, False, False),
+        (True, False, True),
+        (False, False, False),
+        (False, True, False),
+    ],
+)
+def test_spatial_tiles_equal_untiled(pool, diagonal_spatial, cross):
+    """4x4 images, 20 x 20 pairs of 256 entries (> 2**16): tiles of 3 x 3 pairs;
+    without pooling the output keeps positions, and mirrored tiles must swap them."""
+    x1 = jax.random.normal(jax.random.key(4), (20, 4, 4, 2))
+    x2 = jax.random.normal(jax.random.key(5), (17, 4, 4, 2)) if cross else None
+    net = _cnn(pool)
+    options = dict(diagonal_spatial=diagonal_spatial)
+    tiled = net.kernel(x1, x2, tile_entries=9 * 256, **options)
+    whole = net.kernel(x1, x2, tile_entries=0, **options)
+    for t, w in zip(tiled, whole, strict=True):
+        assert t.shape == w.shape
+        np.testing.assert_allclose(t, w, rtol=1e-13, atol=1e-15)
+
+
+def test_masked_sequences_tile_like_untiled():
+    """Variable-length 1-D inputs: masks are cut into tiles with their inputs."""
+    x = jax.random.normal(jax.random.key(6), (40, 8, 3))
+    lengths = jnp.arange(40) % 8 + 1
+    mask = jnp.arange(8)[None] >= lengths[:, None]
+    net = kernels.serial(
+        kernels.Conv(8, (3,), W_std=1.3, b_std=0.1),
+        kernels.Relu(),
+        kernels.GlobalAvgPool(),
+    )
+    tiled = net.kernel(x, mask1=mask, tile_entries=16 * 64)
+    whole = net.kernel(x, mask1=mask, tile_entries=0)
+    for t, w in zip(tiled, whole, strict=True):
+        np.testing.assert_allclose(t, w, rtol=1e-13, atol=1e-15)
+    with pytest.raises(ValueError, match="mask2"):
+        net.kernel(x, mask2=mask)
+    with pytest.raises(ValueError, match="mask1"):
+        net.kernel(x, mask1=mask[:, :4])
