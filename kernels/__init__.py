@@ -19,6 +19,7 @@ from ._combinators import (
 )
 from ._conv import Conv as Conv
 from ._conv_local import ConvLocal as ConvLocal
+from ._conv_transpose import ConvTranspose as ConvTranspose
 from ._dense import Dense as Dense
 from ._dropout import Dropout as Dropout
 from ._elementwise import Elementwise as Elementwise
@@ -32,6 +33,7 @@ from ._exponential import (
 from ._gelu import Gelu as Gelu
 from ._inputs import input_kernel as input_kernel
 from ._kernel import Kernel as Kernel, Layer as Layer
+from ._linear_maps import DotGeneral as DotGeneral, Index as Index
 from ._monte_carlo import monte_carlo_kernel as monte_carlo_kernel
 from ._normalization import LayerNorm as LayerNorm
 from ._numerical import ElementwiseNumerical as ElementwiseNumerical
@@ -49,5 +51,6 @@ from ._pooling import (
     SumPool as SumPool,
 )
 from ._relu import ABRelu as ABRelu, Abs as Abs, LeakyRelu as LeakyRelu, Relu as Relu
+from ._resize import ImageResize as ImageResize
 from ._sign import Sign as Sign
 from ._trig import Cos as Cos, Gabor as Gabor, Rbf as Rbf, Sin as Sin

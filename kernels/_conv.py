@@ -21,103 +21,68 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import check_choice, check_positive_int, check_std
+from ._geometry import (
+    PADDINGS,
+    as_tuple,
+    conv_dimension_numbers,
+    conv_mask,
+    layer_geometry,
+    pad_for_apply,
+    shared_conv_covariance,
+    window_shape_tuple,
+)
 from ._kernel import Kernel, Layer
 
-PADDINGS = ("same", "valid", "circular")
+
+def shared_filter_init(
+    key, input_shape, filter_shape, out_chan, W_std, b_std, standard
+):
+    """Draws ``{"W": (*filter_shape, C, out_chan), "b": (out_chan,)}``."""
+    w_key, b_key = jax.random.split(key)
+    fan_in = input_shape[-1] * math.prod(filter_shape)
+    w = jax.random.normal(w_key, (*filter_shape, input_shape[-1], out_chan))
+    params = {"W": w * (W_std / math.sqrt(fan_in)) if standard else w}
+    if b_std is not None:
+        b = jax.random.normal(b_key, (out_chan,))
+        params["b"] = b * b_std if standard else b
+    return params
 
 
-def _as_tuple(value, n: int, name: str) -> tuple[int, ...]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value,) * n
-    value = tuple(value)
-    if len(value) != n:
-        raise ValueError(f"{name} must have {n} entries, got {value}.")
-    for v in value:
-        check_positive_int(v, name)
-    return value
+def shared_filter_output(z, params, W_std, b_std, standard, fan_in):
+    """Scales a raw filter response and adds the bias (finite ``apply``)."""
+    if not standard:
+        z = z * (W_std / math.sqrt(fan_in))
+    if b_std is not None:
+        b = params["b"].reshape((1,) * (z.ndim - 1) + (-1,))
+        z = z + (b if standard else b_std * b)
+    return z
 
 
-def conv_geometry(size: int, filter_size: int, stride: int, padding: str):
-    """Output size and ``(low, high)`` padding of one spatial axis (XLA convention).
-
-    Raises:
-        ValueError: if a ``VALID`` filter is larger than the input.
-    """
-    if padding == "valid":
-        if filter_size > size:
-            raise ValueError(
-                f"filter_shape entry {filter_size} is larger than the input size "
-                f"{size} with padding 'VALID'."
-            )
-        return (size - filter_size) // stride + 1, (0, 0)
-    out = -(-size // stride)
-    total = max((out - 1) * stride + filter_size - size, 0)
-    return out, (total // 2, total - total // 2)
-
-
-def _pad_pair_axes(cov, axes, pads, mode):
-    widths = [(0, 0)] * cov.ndim
-    for axis in axes:
-        widths[axis] = pads
-    return jnp.pad(cov, widths, mode="wrap" if mode == "circular" else "constant")
-
-
-def _window_sum_pair(cov, axis_a, axis_b, f, stride, out, pads, padding):
-    """``(1/f) sum_d cov[s i + d, s i' + d]`` over the position pair (axis_a, axis_b)."""
-    cov = _pad_pair_axes(cov, (axis_a, axis_b), pads, padding)
-    total = 0.0
-    span = stride * (out - 1) + 1
-    for d in range(f):
-        part = jax.lax.slice_in_dim(cov, d, d + span, stride, axis=axis_a)
-        part = jax.lax.slice_in_dim(part, d, d + span, stride, axis=axis_b)
-        total = total + part
-    return total / f
-
-
-def _window_sum_diag(cov, axis, f, stride, out, pads, padding):
-    """``(1/f) sum_d cov[s i + d]`` along one position axis."""
-    cov = _pad_pair_axes(cov, (axis,), pads, padding)
-    span = stride * (out - 1) + 1
-    total = 0.0
-    for d in range(f):
-        total = total + jax.lax.slice_in_dim(cov, d, d + span, stride, axis=axis)
-    return total / f
-
-
-def conv_covariance(cov, lead, diagonal, geometry, padding):
-    """Applies the shared-weight operator ``A`` to a covariance.
+def shared_filter_kernel(k: Kernel, a, W_std, b_std, standard, filter_size):
+    """``(nngp, ntk, cov1, cov2)`` after a shared-filter layer with operator ``a``.
 
     Args:
-        cov: ``(*lead_axes, *layout)`` covariance.
-        lead: number of leading batch axes (2 for ``nngp``, 1 for ``cov1``).
-        diagonal: whether ``cov`` is in diagonal layout.
-        geometry: per spatial axis ``(filter, stride, out, pads)``.
-        padding: ``"same"``, ``"valid"`` or ``"circular"``.
+        k: the input kernel.
+        a: ``a(cov, lead)``, the linear operator of the layer on covariances.
+        W_std: weight standard deviation.
+        b_std: bias standard deviation or ``None``.
+        standard: whether the parameterisation is ``"standard"``.
+        filter_size: number of filter taps ``|f|``.
     """
-    for i, (f, stride, out, pads) in enumerate(geometry):
-        if diagonal:
-            cov = _window_sum_diag(cov, lead + i, f, stride, out, pads, padding)
+    bias_var = 0.0 if b_std is None else b_std**2
+    nngp_in = a(k.nngp, 2)
+    nngp = W_std**2 * nngp_in + bias_var
+    cov1 = W_std**2 * a(k.cov1, 1) + bias_var
+    cov2 = None if k.cov2 is None else W_std**2 * a(k.cov2, 1) + bias_var
+    ntk = None
+    if k.ntk is not None:
+        if standard:
+            ntk = k.shape1[-1] * filter_size * nngp_in + W_std**2 * a(k.ntk, 2)
+            if b_std is not None:
+                ntk = ntk + 1.0
         else:
-            a = lead + 2 * i
-            cov = _window_sum_pair(cov, a, a + 1, f, stride, out, pads, padding)
-    return cov
-
-
-def conv_mask(mask, geometry, padding):
-    """The output mask: the input mask sampled at the centre of each window.
-
-    With ``SAME`` padding and stride 1 this is the input mask itself, which is what
-    makes kernels invariant to extra padded positions.
-    """
-    if mask is None:
-        return None
-    for i, (f, stride, out_size, pads) in enumerate(geometry):
-        size = mask.shape[1 + i]
-        centres = jnp.arange(out_size) * stride - pads[0] + (f - 1) // 2
-        if padding == "circular":
-            centres = centres % size
-        mask = jnp.take(mask, jnp.clip(centres, 0, size - 1), axis=1 + i)
-    return mask
+            ntk = nngp + W_std**2 * a(k.ntk, 2)
+    return nngp, ntk, cov1, cov2
 
 
 def Conv(
@@ -160,12 +125,9 @@ def Conv(
             larger than the input.
     """
     out_chan = check_positive_int(out_chan, "out_chan")
-    filter_shape = tuple(filter_shape)
+    filter_shape = window_shape_tuple(filter_shape, "filter_shape")
     n = len(filter_shape)
-    if n == 0:
-        raise ValueError("filter_shape must have at least one entry.")
-    filter_shape = _as_tuple(filter_shape, n, "filter_shape")
-    strides = _as_tuple(1 if strides is None else strides, n, "strides")
+    strides = as_tuple(1 if strides is None else strides, n, "strides")
     padding = check_choice(padding, "padding", PADDINGS)
     check_std(W_std, "W_std")
     check_std(b_std, "b_std", allow_none=True)
@@ -176,28 +138,15 @@ def Conv(
     filter_size = math.prod(filter_shape)
 
     def geometry(shape):
-        if len(shape) != n + 2:
-            raise ValueError(
-                f"Conv with a {n}-D filter needs inputs of shape (N, {n} spatial axes, "
-                f"C), got shape {tuple(shape)}."
-            )
-        out = []
-        for size, f, s in zip(shape[1:-1], filter_shape, strides, strict=True):
-            out_size, pads = conv_geometry(size, f, s, padding)
-            out.append((f, s, out_size, pads))
-        return out
+        return layer_geometry("Conv", shape, filter_shape, strides, padding)
 
     def out_shape(shape):
         return (shape[0], *(g[2] for g in geometry(shape)), out_chan)
 
     def init(key, input_shape):
-        w_key, b_key = jax.random.split(key)
-        fan_in = input_shape[-1] * filter_size
-        w = jax.random.normal(w_key, (*filter_shape, input_shape[-1], out_chan))
-        params = {"W": w * (W_std / math.sqrt(fan_in)) if standard else w}
-        if b_std is not None:
-            b = jax.random.normal(b_key, (out_chan,))
-            params["b"] = b * b_std if standard else b
+        params = shared_filter_init(
+            key, input_shape, filter_shape, out_chan, W_std, b_std, standard
+        )
         return out_shape(input_shape), params
 
     def apply(params, x, *, mask=None, key=None, **kwargs):
@@ -211,21 +160,11 @@ def Conv(
             )
         if mask is not None:
             x = jnp.where(mask[..., None], 0.0, x)
-        if padding == "circular":
-            x = jnp.pad(x, [(0, 0), *(g[3] for g in geo), (0, 0)], mode="wrap")
-            pads = [(0, 0)] * n
-        else:
-            pads = [g[3] for g in geo]
-        spatial = "".join("DHW"[3 - n :]) if n <= 3 else None
-        if spatial is None:
-            raise ValueError("Conv supports 1-D, 2-D and 3-D inputs.")
-        dims = ("N" + spatial + "C", spatial + "IO", "N" + spatial + "C")
+        x, pads = pad_for_apply(x, geo, padding)
+        dims = conv_dimension_numbers(n)
         z = jax.lax.conv_general_dilated(x, w, strides, pads, dimension_numbers=dims)
-        if not standard:
-            z = z * (W_std / math.sqrt(w.shape[-2] * filter_size))
-        if b_std is not None:
-            b = params["b"].reshape((1,) * (z.ndim - 1) + (-1,))
-            z = z + (b if standard else b_std * b)
+        fan_in = w.shape[-2] * filter_size
+        z = shared_filter_output(z, params, W_std, b_std, standard, fan_in)
         out_mask = conv_mask(mask, geo, padding)
         if out_mask is not None:
             z = jnp.where(out_mask[..., None], 0.0, z)
@@ -237,21 +176,11 @@ def Conv(
         diag = k.diagonal_spatial
 
         def a(cov, lead):
-            return conv_covariance(cov, lead, diag, geo, padding)
+            return shared_conv_covariance(cov, lead, diag, geo, padding)
 
-        bias_var = 0.0 if b_std is None else b_std**2
-        nngp_in = a(k.nngp, 2)
-        nngp = W_std**2 * nngp_in + bias_var
-        cov1 = W_std**2 * a(k.cov1, 1) + bias_var
-        cov2 = None if k.cov2 is None else W_std**2 * a(k.cov2, 1) + bias_var
-        ntk = None
-        if k.ntk is not None:
-            if standard:
-                ntk = k.shape1[-1] * filter_size * nngp_in + W_std**2 * a(k.ntk, 2)
-                if b_std is not None:
-                    ntk = ntk + 1.0
-            else:
-                ntk = nngp + W_std**2 * a(k.ntk, 2)
+        nngp, ntk, cov1, cov2 = shared_filter_kernel(
+            k, a, W_std, b_std, standard, filter_size
+        )
         return k.replace(
             nngp=nngp,
             ntk=ntk,

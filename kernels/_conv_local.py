@@ -9,10 +9,17 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import check_choice, check_positive_int, check_std
-from ._conv import _as_tuple, conv_covariance, conv_geometry, conv_mask
+from ._geometry import (
+    PADDINGS,
+    as_tuple,
+    conv_dimension_numbers,
+    conv_mask,
+    layer_geometry,
+    pad_for_apply,
+    shared_conv_covariance,
+    window_shape_tuple,
+)
 from ._kernel import Kernel, Layer
-
-_SPATIAL = "DHW"
 
 
 def position_diagonal(cov, lead: int, n_spatial: int):
@@ -66,13 +73,10 @@ def ConvLocal(
         (*out_spatial, out_chan)}``.
     """
     out_chan = check_positive_int(out_chan, "out_chan")
-    filter_shape = tuple(filter_shape)
+    filter_shape = window_shape_tuple(filter_shape, "filter_shape")
     n = len(filter_shape)
-    if not 1 <= n <= 3:
-        raise ValueError(f"filter_shape must have 1 to 3 entries, got {filter_shape}.")
-    filter_shape = _as_tuple(filter_shape, n, "filter_shape")
-    strides = _as_tuple(1 if strides is None else strides, n, "strides")
-    padding = check_choice(padding, "padding", ("same", "valid", "circular"))
+    strides = as_tuple(1 if strides is None else strides, n, "strides")
+    padding = check_choice(padding, "padding", PADDINGS)
     check_std(W_std, "W_std")
     check_std(b_std, "b_std", allow_none=True)
     standard = (
@@ -82,15 +86,7 @@ def ConvLocal(
     filter_size = math.prod(filter_shape)
 
     def geometry(shape):
-        if len(shape) != n + 2:
-            raise ValueError(
-                f"ConvLocal with a {n}-D filter needs inputs (N, {n} spatial axes, C), "
-                f"got shape {tuple(shape)}."
-            )
-        return [
-            (f, s, *conv_geometry(size, f, s, padding))
-            for size, f, s in zip(shape[1:-1], filter_shape, strides, strict=True)
-        ]
+        return layer_geometry("ConvLocal", shape, filter_shape, strides, padding)
 
     def out_spatial(shape):
         return tuple(g[2] for g in geometry(shape))
@@ -111,22 +107,9 @@ def ConvLocal(
         geo = geometry(x.shape)
         if mask is not None:
             x = jnp.where(mask[..., None], 0.0, x)
-        if padding == "circular":
-            x = jnp.pad(x, [(0, 0), *(g[3] for g in geo), (0, 0)], mode="wrap")
-            pads = [(0, 0)] * n
-        else:
-            pads = [g[3] for g in geo]
-        spatial = _SPATIAL[3 - n :]
+        x, pads = pad_for_apply(x, geo, padding)
         patches = jax.lax.conv_general_dilated_patches(
-            x,
-            filter_shape,
-            strides,
-            pads,
-            dimension_numbers=(
-                "N" + spatial + "C",
-                spatial + "IO",
-                "N" + spatial + "C",
-            ),
+            x, filter_shape, strides, pads, dimension_numbers=conv_dimension_numbers(n)
         )
         w = params["W"]
         if patches.shape[-1] != w.shape[-2]:
@@ -153,7 +136,7 @@ def ConvLocal(
 
         def local(cov, lead):
             values = cov if diag else position_diagonal(cov, lead, n)
-            values = conv_covariance(values, lead, True, geo1, padding)
+            values = shared_conv_covariance(values, lead, True, geo1, padding)
             return values if diag else diagonal_to_full(values, lead, n)
 
         def affine(summed, lead):

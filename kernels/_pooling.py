@@ -10,11 +10,18 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import jax
 import jax.numpy as jnp
 
 from ._checks import check_choice
-from ._conv import _as_tuple, conv_geometry, conv_mask
+from ._geometry import (
+    PADDINGS,
+    as_tuple,
+    conv_mask,
+    edge_counts,
+    layer_geometry,
+    window_shape_tuple,
+    window_sum,
+)
 from ._kernel import Kernel, Layer, _keep
 
 
@@ -177,30 +184,13 @@ def Flatten() -> Layer:
 def _pool(
     window_shape, strides, padding, normalize_edges, average: bool, name: str
 ) -> Layer:
-    window_shape = tuple(window_shape)
+    window_shape = window_shape_tuple(window_shape, "window_shape")
     n = len(window_shape)
-    if n == 0:
-        raise ValueError("window_shape must have at least one entry.")
-    window_shape = _as_tuple(window_shape, n, "window_shape")
-    strides = window_shape if strides is None else _as_tuple(strides, n, "strides")
-    padding = check_choice(padding, "padding", ("same", "valid", "circular"))
+    strides = window_shape if strides is None else as_tuple(strides, n, "strides")
+    padding = check_choice(padding, "padding", PADDINGS)
 
     def geometry(shape):
-        if len(shape) != n + 2:
-            raise ValueError(
-                f"{name} with a {n}-D window needs inputs (N, {n} spatial axes, C), "
-                f"got shape {tuple(shape)}."
-            )
-        return [
-            (f, s, *conv_geometry(size, f, s, padding))
-            for size, f, s in zip(shape[1:-1], window_shape, strides, strict=True)
-        ]
-
-    def edge_counts(size, f, s, out, pads):
-        """Number of in-range positions in each window (for ``normalize_edges``)."""
-        starts = jnp.arange(out) * s - pads[0]
-        ends = starts + f
-        return (jnp.minimum(ends, size) - jnp.maximum(starts, 0)).astype(float)
+        return layer_geometry(name, shape, window_shape, strides, padding)
 
     def weights(shape):
         """Per axis ``(out,)`` divisors of the window sums."""
@@ -209,7 +199,7 @@ def _pool(
             if not average:
                 out.append(jnp.ones(o))
             elif normalize_edges and padding == "same":
-                out.append(edge_counts(size, f, s, o, pads))
+                out.append(jnp.asarray(edge_counts(size, (f, s, o, pads))))
             else:
                 out.append(jnp.full(o, float(f)))
         return out
@@ -219,24 +209,15 @@ def _pool(
         geo = geometry(input_shape)
         return (input_shape[0], *(g[2] for g in geo), input_shape[-1]), ()
 
-    def window_sum(x, axis, f, s, o, pads):
-        widths = [(0, 0)] * x.ndim
-        widths[axis] = pads
-        x = jnp.pad(x, widths, mode="wrap" if padding == "circular" else "constant")
-        span = s * (o - 1) + 1
-        return sum(jax.lax.slice_in_dim(x, d, d + span, s, axis=axis) for d in range(f))
-
     def apply(params, x, *, mask=None, key=None, **kwargs):
         del params, key, kwargs
         if mask is not None:
             x = jnp.where(mask[..., None], 0.0, x)
         geo = geometry(x.shape)
-        for i, ((f, s, o, pads), w) in enumerate(
-            zip(geo, weights(x.shape), strict=True)
-        ):
-            x = window_sum(x, 1 + i, f, s, o, pads)
+        for i, (axis_geo, w) in enumerate(zip(geo, weights(x.shape), strict=True)):
+            x = window_sum(x, 1 + i, axis_geo, padding)
             x = x / w.reshape((1,) * (1 + i) + (-1,) + (1,) * (x.ndim - 2 - i))
-        out_mask = conv_mask(mask, [(g[0], g[1], g[2], g[3]) for g in geo], padding)
+        out_mask = conv_mask(mask, geo, padding)
         if out_mask is not None:
             x = jnp.where(out_mask[..., None], 0.0, x)
         return x
@@ -254,10 +235,8 @@ def _pool(
         def pool(cov, lead, geo_a, geo_b, wa, wb):
             for i in range(len(geo_a)):
                 a = lead + 2 * i
-                f, s, o, pads = geo_a[i]
-                cov = window_sum(cov, a, f, s, o, pads)
-                fb, sb, ob, pads_b = geo_b[i]
-                cov = window_sum(cov, a + 1, fb, sb, ob, pads_b)
+                cov = window_sum(cov, a, geo_a[i], padding)
+                cov = window_sum(cov, a + 1, geo_b[i], padding)
                 shape_a = [1] * cov.ndim
                 shape_a[a] = -1
                 shape_b = [1] * cov.ndim

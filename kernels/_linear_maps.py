@@ -1,0 +1,293 @@
+r"""Fixed linear maps of the activations: static indexing and ``dot_general``.
+
+Neither layer has parameters; both act on the spatial (or channel) axes of
+``(N, *S, C)`` activations with a fixed linear map ``L``, so the covariance of the
+outputs is ``L`` applied on both sides of each position pair,
+:math:`K' = L K L^\top`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ._kernel import Kernel, Layer
+
+
+def _needs_full(needs_full_output):
+    del needs_full_output
+    return True
+
+
+def _normalise_axis(axis, ndim, name):
+    if isinstance(axis, bool) or not isinstance(axis, int | np.integer):
+        raise TypeError(f"{name} must be an integer, got {axis!r}.")
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name} {axis} is out of range for {ndim}-D activations.")
+    return int(axis) % ndim
+
+
+def Index(axis: int, idx) -> Layer:
+    r"""Static indexing of one spatial or channel axis: ``x[(slice(None),) * axis +
+    (idx,)]``.
+
+    Infinite width: indexing a spatial axis indexes both position axes of each pair
+    of the covariances (an integer removes the axis); indexing the channel axis keeps
+    the kernel (channels are i.i.d.) and changes only the finite width. Masks are
+    indexed like the activations.
+
+    Args:
+        axis: static; axis of the ``(N, *S, C)`` activations (negative counts from the
+            end); not the batch axis.
+        idx: static; an integer, a ``slice`` or a sequence of integers. An integer
+            is not allowed on the channel axis (it would remove it).
+
+    Returns:
+        A :class:`Layer` without parameters.
+
+    Raises:
+        ValueError: on the batch axis, an out-of-range axis or index, or an integer
+            index of the channel axis.
+    """
+    if isinstance(idx, bool) or not isinstance(idx, int | np.integer | slice):
+        try:
+            idx = tuple(int(i) for i in idx)
+        except TypeError as error:
+            raise TypeError(
+                f"idx must be an integer, a slice or a sequence of integers, got "
+                f"{idx!r}."
+            ) from error
+
+    def resolve(shape):
+        """``(axis, positions, drop)`` with ``positions`` an integer array."""
+        ax = _normalise_axis(axis, len(shape), "axis")
+        if ax == 0:
+            raise ValueError("Index: axis 0 is the batch axis; index the inputs.")
+        size = shape[ax]
+        if isinstance(idx, slice):
+            positions = np.arange(size)[idx]
+        else:
+            positions = np.asarray(idx, dtype=int)
+            if np.any(positions < -size) or np.any(positions >= size):
+                raise ValueError(
+                    f"Index: idx {idx} is out of range for axis {axis} of size {size}."
+                )
+            positions = positions % size
+        if positions.size == 0:
+            raise ValueError(f"Index: idx {idx} selects no position of axis {axis}.")
+        drop = positions.ndim == 0
+        if drop and ax == len(shape) - 1:
+            raise ValueError(
+                "Index: an integer idx on the channel axis would remove it; use a "
+                "slice."
+            )
+        return ax, positions, drop
+
+    def out_shape(shape):
+        ax, positions, drop = resolve(shape)
+        shape = list(shape)
+        if drop:
+            del shape[ax]
+        else:
+            shape[ax] = positions.size
+        return tuple(shape)
+
+    def init(key, input_shape):
+        del key
+        return out_shape(input_shape), ()
+
+    def take(values, positions, axis):
+        return jnp.take(values, jnp.asarray(positions), axis=axis)
+
+    def apply(params, x, *, mask=None, key=None, **kwargs):
+        del params, key, kwargs
+        ax, positions, _ = resolve(x.shape)
+        if mask is not None:
+            x = jnp.where(mask[..., None], 0.0, x)
+        return take(x, positions, ax)
+
+    def mask_fn(mask, input_shape):
+        if mask is None:
+            return None
+        ax, positions, _ = resolve(input_shape)
+        return mask if ax == len(input_shape) - 1 else take(mask, positions, ax)
+
+    def kernel_fn(k: Kernel, **kwargs) -> Kernel:
+        del kwargs
+        ax, positions, _ = resolve(k.shape1)
+        resolve(k.shape2)
+        changes = {"shape1": out_shape(k.shape1), "shape2": out_shape(k.shape2)}
+        if ax == len(k.shape1) - 1:
+            return k.replace(**changes)
+        spatial = ax - 1
+
+        def index(cov, lead):
+            if cov is None:
+                return None
+            if k.diagonal_spatial:
+                return take(cov, positions, lead + spatial)
+            cov = take(cov, positions, lead + 2 * spatial)
+            if positions.ndim == 0:
+                return take(cov, positions, lead + 2 * spatial)
+            return take(cov, positions, lead + 2 * spatial + 1)
+
+        return k.replace(
+            nngp=index(k.nngp, 2),
+            ntk=index(k.ntk, 2),
+            cov1=index(k.cov1, 1),
+            cov2=index(k.cov2, 1),
+            mask1=mask_fn(k.mask1, k.shape1),
+            mask2=mask_fn(k.mask2, k.shape2),
+            **changes,
+        )
+
+    return Layer(init, apply, kernel_fn, mask_fn=mask_fn, name="Index")
+
+
+def DotGeneral(rhs, dimension_numbers, is_lhs: bool = False) -> Layer:
+    r"""Multiplication of the activations by a fixed array with ``lax.dot_general``.
+
+    The finite layer computes ``lax.dot_general(x, rhs, dimension_numbers)`` (or
+    ``lax.dot_general(rhs, x, dimension_numbers)`` with ``is_lhs=True``) and then
+    moves the batch axis of ``x`` to the front and its channel axis to the end; the
+    remaining axes, in ``dot_general`` order (batch dimensions, then the free axes of
+    the left and of the right operand), are the spatial axes of the output. The batch
+    and channel axes of ``x`` may be neither contracted nor batched.
+
+    Infinite width: with ``L`` the fixed map,
+    :math:`K'_{oo'} = \sum_{a a'} L_{oa} L_{o'a'} K_{aa'}` over the spatial axes of
+    ``x`` (one ``einsum``); this needs the full layout.
+
+    Args:
+        rhs: the fixed array (not trained).
+        dimension_numbers: static; ``((lhs_contract, rhs_contract), (lhs_batch,
+            rhs_batch))`` as in ``jax.lax.dot_general``, the activations being the
+            left operand unless ``is_lhs``.
+        is_lhs: static; ``True`` if ``rhs`` is the left operand.
+
+    Returns:
+        A :class:`Layer` without parameters. Masks are not supported.
+
+    Raises:
+        ValueError: if ``dimension_numbers`` is malformed, touches the batch or
+            channel axis of the activations, or pairs axes of different sizes.
+    """
+    array = jnp.asarray(rhs)
+    try:
+        (c_lhs, c_rhs), (b_lhs, b_rhs) = dimension_numbers
+        c_lhs, c_rhs, b_lhs, b_rhs = (
+            tuple(int(a) for a in v) for v in (c_lhs, c_rhs, b_lhs, b_rhs)
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(
+            "dimension_numbers must be ((lhs_contract, rhs_contract), (lhs_batch, "
+            f"rhs_batch)) of integers, got {dimension_numbers!r}."
+        ) from error
+    if is_lhs:
+        c_x, c_r, b_x, b_r = c_rhs, c_lhs, b_rhs, b_lhs
+    else:
+        c_x, c_r, b_x, b_r = c_lhs, c_rhs, b_lhs, b_rhs
+    if len(c_x) != len(c_r) or len(b_x) != len(b_r):
+        raise ValueError(
+            f"dimension_numbers {dimension_numbers}: contracting and batch axes must "
+            "come in pairs."
+        )
+    c_r = tuple(_normalise_axis(a, array.ndim, "dimension_numbers") for a in c_r)
+    b_r = tuple(_normalise_axis(a, array.ndim, "dimension_numbers") for a in b_r)
+
+    def plan(shape):
+        """Axes of ``x`` paired with ``rhs`` and the sources of the output axes."""
+        ndim = len(shape)
+        cx = tuple(_normalise_axis(a, ndim, "dimension_numbers") for a in c_x)
+        bx = tuple(_normalise_axis(a, ndim, "dimension_numbers") for a in b_x)
+        if {0, ndim - 1} & set(cx + bx):
+            raise ValueError(
+                f"dimension_numbers {dimension_numbers}: the batch axis 0 and the "
+                f"channel axis {ndim - 1} of the activations may not be contracted or "
+                "batched."
+            )
+        for ax, ar in zip(cx + bx, c_r + b_r, strict=True):
+            if shape[ax] != array.shape[ar]:
+                raise ValueError(
+                    f"dimension_numbers pairs axis {ax} of the activations (size "
+                    f"{shape[ax]}) with axis {ar} of rhs (size {array.shape[ar]})."
+                )
+        x_free = [("x", a) for a in range(ndim) if a not in cx + bx]
+        r_free = [("r", a) for a in range(array.ndim) if a not in c_r + b_r]
+        batch = [("x", a) for a in bx]
+        order = batch + (r_free + x_free if is_lhs else x_free + r_free)
+        spatial = [s for s in order if s not in (("x", 0), ("x", ndim - 1))]
+        perm = [order.index(s) for s in [("x", 0), *spatial, ("x", ndim - 1)]]
+        return cx, bx, spatial, perm
+
+    def out_shape(shape):
+        _, _, spatial, _ = plan(shape)
+        sizes = [shape[a] if s == "x" else array.shape[a] for s, a in spatial]
+        return (shape[0], *sizes, shape[-1])
+
+    def init(key, input_shape):
+        del key
+        return out_shape(input_shape), ()
+
+    def apply(params, x, *, mask=None, key=None, **kwargs):
+        del params, key, kwargs
+        if mask is not None:
+            raise ValueError("DotGeneral does not support masks (mask must be None).")
+        _, _, _, perm = plan(x.shape)
+        fixed = array.astype(x.dtype)
+        operands = (fixed, x) if is_lhs else (x, fixed)
+        z = jax.lax.dot_general(*operands, dimension_numbers)
+        return jnp.transpose(z, perm)
+
+    def covariance_map(shape, lead):
+        """``einsum`` sublists mapping a ``lead``-batch full-layout covariance."""
+        ndim = len(shape)
+        cx, bx, spatial, _ = plan(shape)
+        label = {a: (2 + 2 * a, 3 + 2 * a) for a in range(1, ndim - 1)}
+        base = 2 + 2 * ndim
+        free = {a: (base + 2 * a, base + 2 * a + 1) for a in range(array.ndim)}
+        cov_sub = list(range(lead)) + [v for a in range(1, ndim - 1) for v in label[a]]
+        r_sub = [[None] * array.ndim for _ in range(2)]
+        for ax, ar in zip(cx + bx, c_r + b_r, strict=True):
+            r_sub[0][ar], r_sub[1][ar] = label[ax]
+        for ar in range(array.ndim):
+            if r_sub[0][ar] is None:
+                r_sub[0][ar], r_sub[1][ar] = free[ar]
+        out = list(range(lead))
+        for source, a in spatial:
+            out += list(label[a] if source == "x" else free[a])
+        return cov_sub, r_sub[0], r_sub[1], out
+
+    def kernel_fn(k: Kernel, **kwargs) -> Kernel:
+        del kwargs
+        if k.mask1 is not None or k.mask2 is not None:
+            raise ValueError("DotGeneral does not support masks (mask1/mask2).")
+        if k.diagonal_spatial and k.n_spatial > 0:
+            raise ValueError(
+                "DotGeneral needs the covariance of every pair of positions; it got "
+                "a diagonal-layout kernel."
+            )
+
+        def mapped(cov, lead):
+            if cov is None:
+                return None
+            cov_sub, r1, r2, out = covariance_map(k.shape1, lead)
+            fixed = array.astype(cov.dtype)
+            return jnp.einsum(cov, cov_sub, fixed, r1, fixed, r2, out)
+
+        return k.replace(
+            nngp=mapped(k.nngp, 2),
+            ntk=mapped(k.ntk, 2),
+            cov1=mapped(k.cov1, 1),
+            cov2=mapped(k.cov2, 1),
+            shape1=out_shape(k.shape1),
+            shape2=out_shape(k.shape2),
+        )
+
+    def mask_fn(mask, input_shape):
+        if mask is not None:
+            raise ValueError("DotGeneral does not support masks (mask must be None).")
+        return None
+
+    return Layer(init, apply, kernel_fn, _needs_full, mask_fn, name="DotGeneral")
