@@ -335,10 +335,13 @@ def GlobalSelfAttention(
             def own(cov, p):
                 return ov2 * jnp.einsum("nij,njk,nlk->nil", p, cov, p)
 
-            new_nngp = cross(nngp_v) + bias_var
+            weighted_nngp = cross(nngp_v)
+            new_nngp = weighted_nngp + bias_var
             new_cov1 = own(cov1_v, p1) + bias_var
             new_cov2 = None if k.cov2 is None else own(cov2_v, p2) + bias_var
-            new_ntk = None if ntk is None else new_nngp + cross(ntk_v + nngp_v)
+            new_ntk = None
+            if ntk is not None:  # cross is linear: reuse cross(nngp_v)
+                new_ntk = new_nngp + cross(ntk_v) + weighted_nngp
         else:
 
             def inner(a, b):

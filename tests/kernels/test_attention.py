@@ -21,7 +21,7 @@ def _attention(**kwargs):
 
 
 def test_single_position_softmax_is_a_dense_map():
-    """T = 1: the weights are 1, so K' = OV^2 K + b^2 and Theta' = K' + OV^2 (Theta + K)."""
+    """T = 1: weights are 1, so K' = OV^2 K + b^2, Theta' = K' + OV^2 (Theta + K)."""
     x = _seq(length=1)
     pre = kernels.Dense(8, 1.3, 0.2)
     att = kernels.serial(pre, _attention())
@@ -41,7 +41,9 @@ def test_identical_tokens_and_zero_queries_average_uniformly():
     nngp = np.asarray(att.kernel(x, get="nngp"))
     base = np.asarray(token[:, 0]) @ np.asarray(token[:, 0]).T / 3
     np.testing.assert_allclose(
-        nngp, np.broadcast_to(OV2 * base[:, :, None, None] + 0.01, nngp.shape), rtol=1e-12
+        nngp,
+        np.broadcast_to(OV2 * base[:, :, None, None] + 0.01, nngp.shape),
+        rtol=1e-12,
     )
     y = _seq()
     uniform = np.asarray(att.kernel(y, get="nngp"))
@@ -227,3 +229,45 @@ def test_needs_positions_and_matching_mask():
         _attention().kernel(jnp.ones((2, 3)))
     with pytest.raises(ValueError, match="mask1"):
         _attention().kernel(_seq(), mask1=jnp.zeros((3, 5), bool))
+
+
+def _head_average_kernel_means(x, n_heads, draws, seed, d_head=4):
+    """Mean entry of the empirical NNGP of ``draws`` random attention layers.
+
+    ``W_out`` is replaced by ``sqrt(H d_val) I`` (same ``E[W W^T] / n_out``), so each
+    value is an average of ``H`` i.i.d. per-head terms: its variance is exactly
+    ``v_1 / H`` (see benchmarks/attention_heads_rate.py).
+    """
+    width = n_heads * d_head
+    kwargs = {**STDS, "b_std": None}
+    small = kernels.GlobalSelfAttention(1, d_head, d_head, n_heads, **kwargs)
+    full = kernels.GlobalSelfAttention(width, d_head, d_head, n_heads, **kwargs)
+    w_out = np.sqrt(width) * jnp.eye(width)
+
+    def one(key):
+        _, params = small.init(key, x.shape)
+        f = full.apply({**params, "W_out": w_out}, x)
+        return jnp.mean(jnp.einsum("aic,bjc->abij", f, f)) / width
+
+    keys = jax.random.split(jax.random.key(seed), draws)
+    return np.asarray(jax.jit(jax.vmap(one))(keys))
+
+
+def test_finite_heads_variance_falls_like_one_over_heads():
+    """Var(H=16) / Var(H=64) = 4. Delta method: log of a sample variance has variance
+    (kurtosis - 1) / R; |z| <= 3.29 fails by chance with probability ~1e-3. A
+    variance that did not fall with H (ratio 1) would sit ~10 standard errors off."""
+    x = _seq(n=2, length=3)
+    draws = 400
+    s16 = _head_average_kernel_means(x, 16, draws, seed=1)
+    s64 = _head_average_kernel_means(x, 64, draws, seed=2)
+
+    def kurtosis(s):
+        c = s - s.mean()
+        return np.mean(c**4) / np.mean(c**2) ** 2
+
+    log_ratio = np.log(np.var(s16, ddof=1) / np.var(s64, ddof=1))
+    stderr = np.sqrt((kurtosis(s16) - 1 + kurtosis(s64) - 1) / draws)
+    z = (log_ratio - np.log(4.0)) / stderr
+    assert abs(z) <= 3.29, f"log variance ratio {log_ratio:.3f} vs log 4, z = {z:.2f}"
+    assert np.log(4.0) / stderr > 8  # the test has power against "no 1/H decay"
