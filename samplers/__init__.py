@@ -2,6 +2,12 @@
 
 from ._hmc import hmc as hmc
 from ._posterior import Posterior as Posterior
+from ._rejection import (
+    RejectionBudgetError as RejectionBudgetError,
+    RejectionPosterior as RejectionPosterior,
+    rejection as rejection,
+)
+from ._rejection_bounds import log_likelihood_bound as log_likelihood_bound
 from ._reprior import (
     check_data as check_data,
     log_density_fn as log_density_fn,

@@ -85,7 +85,7 @@ def test_posterior_layout_counts_and_arviz():
     assert post.num_warmup_grad_evals == 4 * 20 + 4
     idata = diagnostics.to_inference_data(post, observed={"y": y})
     assert idata.posterior["f"].shape == (4, 7, 5, 1)
-    assert "theta_readout_W" in idata.posterior
+    assert "readout_W" in idata.posterior
     assert idata.sample_stats["diverging"].dtype == bool
 
 

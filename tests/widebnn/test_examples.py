@@ -8,6 +8,7 @@ project's reports; here only the plumbing is checked, with a loose accuracy floo
 from __future__ import annotations
 
 import importlib.util
+import math
 import pathlib
 
 import pytest
@@ -32,3 +33,20 @@ def test_digits_nngp_runs_on_tiny_settings():
         assert 0.5 < result[key] <= 1.0, result
     with pytest.raises(ValueError, match="n_train \\+ n_test"):
         digits.load(1500, 500)
+
+
+def test_exact_vs_mcmc_runs_on_tiny_settings(tmp_path):
+    """Rejection + NNGP + plot; the GHMC branch (``hmc_samples > 0``) is left out
+    here because compiling the ``hmc`` driver alone takes ~15-30 s on 2 cores (the
+    driver is tested in tests/samplers)."""
+    example = _load("exact_vs_mcmc")
+    out = tmp_path / "bands.png"
+    result = example.main(
+        width=4, n_train=4, exact_samples=20, hmc_samples=0, out=str(out),
+        progress=False,
+    )  # fmt: skip
+    assert out.stat().st_size > 10_000
+    assert 0 < result["acceptance_rate"] <= 1
+    assert math.isfinite(result["log_evidence"]) and result["log_evidence_stderr"] > 0
+    assert set(result["seconds"]) == {"exact", "nngp"}
+    assert 0 <= result["exact_vs_nngp_mean"] < 10
