@@ -12,5 +12,6 @@ try:
     __version__ = version("widebnn")
 except PackageNotFoundError:  # pragma: no cover - source tree without install
     __version__ = "0.0.0"
-from . import gp as gp
+from . import compare as compare, diagnostics as diagnostics, gp as gp, plots as plots
 from ._model import WideBNN as WideBNN
+from ._numpyro import numpyro_model as numpyro_model
