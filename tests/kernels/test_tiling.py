@@ -119,8 +119,6 @@ def _cnn(pool=True):
     layers = [
         kernels.Conv(8, (3, 3), padding="SAME", W_std=1.3, b_std=0.1),
         kernels.Relu(),
-        kernels.Conv(8, (3, 3), padding="SAME", W_std=1.2, b_std=0.1),
-        kernels.Erf(),
     ]
     if pool:
         layers += [kernels.GlobalAvgPool(), kernels.Dense(1, 1.1, 0.05)]

@@ -113,17 +113,18 @@ def test_kernel_on_user_data_writes_the_kernels(regression_files):
 
 
 def test_sample_and_compare_in_process(regression_files, capsys):
-    """GHMC through ``sample`` (posterior.nc loads back), rejection through
-    ``compare`` (its comparison.json has every metric)."""
+    """``sample`` (posterior.nc loads back) and ``compare`` (its comparison.json has
+    every metric), both with the rejection sampler, which compiles in seconds; the
+    GHMC path of the command runs in ``test_demo_quick_writes_its_files``."""
     out = regression_files / "s"
     common = ["--data", str(regression_files / "train.npz"), "--width", "4"]
     code = cli.main(
-        ["sample", *common, "--chains", "2", "--draws", "10", "--warmup", "10"]
-        + ["--out", str(out), "--no-progress"]
+        ["sample", *common, "--sampler", "rejection", "--draws", "10"]
+        + ["--noise-std", "0.5", "--out", str(out), "--no-progress"]
     )
     assert code == 0
     idata = diagnostics.load_inference_data(out / "posterior.nc")
-    assert idata.posterior.sizes["chain"] == 2 and idata.posterior.sizes["draw"] == 10
+    assert idata.posterior.sizes["chain"] == 1 and idata.posterior.sizes["draw"] == 10
     assert json.loads((out / "mixing.json").read_text())["predictions"]
     assert (out / "trace.png").stat().st_size > 0
     out = regression_files / "c"
