@@ -61,7 +61,7 @@ NOISE_STD = 0.3
 def _model(width):
     from widebnn import WideBNN, kernels
 
-    body = kernels.serial(kernels.Dense(width, 1.4, 0.1), kernels.Relu())
+    body = kernels.serial(kernels.Dense(width, 1.5, 1.0), kernels.Relu())
     return WideBNN(body, width, 1.0, 0.1, noise_std=NOISE_STD, out_dim=1)
 
 

@@ -7,25 +7,14 @@ script's docstring.
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import numpy as np
 import pytest
-
-EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _examples import load_example
 
 
 @pytest.fixture(scope="module")
 def example():
-    return _load("sequence_classification")
+    return load_example("sequence_classification")
 
 
 def test_sequences_follow_the_task_definition(example):

@@ -7,24 +7,14 @@ project's reports; here only the plumbing is checked, with a loose accuracy floo
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import pathlib
 
 import pytest
-
-EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
-
-
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _examples import load_example
 
 
 def test_digits_nngp_runs_on_tiny_settings():
-    digits = _load("digits_nngp")
+    digits = load_example("digits_nngp")
     result = digits.main(
         n_train=120, n_test=60, depth=2, fit_points=40, fit_steps=3, progress=False
     )
@@ -39,7 +29,7 @@ def test_exact_vs_mcmc_runs_on_tiny_settings(tmp_path):
     """Rejection + NNGP + plot; the GHMC branch (``hmc_samples > 0``) is left out
     here because compiling the ``hmc`` driver alone takes ~15-30 s on 2 cores (the
     driver is tested in tests/samplers)."""
-    example = _load("exact_vs_mcmc")
+    example = load_example("exact_vs_mcmc")
     out = tmp_path / "bands.png"
     result = example.main(
         width=4, n_train=4, exact_samples=20, hmc_samples=0, out=str(out),
