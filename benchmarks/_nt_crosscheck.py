@@ -28,6 +28,13 @@ FUNCTIONS = {
     "softplus": jax.nn.softplus,
     "square": lambda x: x**2,
     "square_nngp": lambda c, q1, q2: 2 * c**2 + q1 * q2,
+    # image cases (issue 4): indices, a fixed matrix and dimension numbers
+    "idx_a": (slice(None), slice(1, 4, 2)),
+    "idx_b": (Ellipsis, 1, slice(None)),
+    "mat": np.linspace(-1.0, 1.0, 30).reshape(6, 5),
+    "dn_lhs": (((1,), (1,)), ((), ())),
+    "dn_rhs": (((2,), (0,)), ((), ())),
+    "mat_w": np.linspace(-1.0, 0.5, 12).reshape(4, 3),
 }
 
 
@@ -36,6 +43,8 @@ def _resolve(kwargs):
     for key, value in kwargs.items():
         if isinstance(value, str) and value.startswith("@"):
             value = FUNCTIONS[value[1:]]
+        elif isinstance(value, list):
+            value = tuple(value)  # NT concatenates shape tuples
         out[key] = value
     return out
 

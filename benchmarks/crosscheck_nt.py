@@ -48,6 +48,13 @@ FUNCTIONS = {
     "softplus": jax.nn.softplus,
     "square": lambda x: x**2,
     "square_nngp": lambda c, q1, q2: 2 * c**2 + q1 * q2,
+    # image cases (issue 4): indices, a fixed matrix and dimension numbers
+    "idx_a": (slice(None), slice(1, 4, 2)),
+    "idx_b": (Ellipsis, 1, slice(None)),
+    "mat": np.linspace(-1.0, 1.0, 30).reshape(6, 5),
+    "dn_lhs": (((1,), (1,)), ((), ())),
+    "dn_rhs": (((2,), (0,)), ((), ())),
+    "mat_w": np.linspace(-1.0, 0.5, 12).reshape(4, 3),
 }
 
 #: (label, layer name, keyword arguments); non-default arguments where there are any.
@@ -173,6 +180,8 @@ def _inputs():
         "unit2": unit2,
         "seq1": seq1,
         "seq2": seq2,
+        "img1": rng.normal(size=(3, 5, 4, 2)),
+        "img2": rng.normal(size=(2, 5, 4, 2)),
     }
 
 
@@ -182,6 +191,8 @@ def _input_settings(kind):
         return [("flat1", "flat2", False), ("flat1", None, False)]
     if kind == "unit":
         return [("unit1", "unit2", False), ("unit1", None, False)]
+    if kind == "img":
+        return [("img1", "img2", False), ("img1", None, False)]
     if kind == "useq":
         return [
             ("useq1", "useq2", False),
@@ -248,6 +259,141 @@ def build_cases():
             for label, name, kwargs in ACTIVATIONS[:1] + ACTIVATIONS[5:6]:
                 layers = _network((name, kwargs), DENSE_VARIANTS[0], 2, readout=readout)
                 add(f"{label} x2 [ntk,b] + {readout}", layers, "seq")
+    # image networks (issue 4): every spatial layer with Neural Tangents' arguments
+    conv = [
+        "Conv",
+        {
+            "out_chan": 4,
+            "filter_shape": [3, 3],
+            "padding": "SAME",
+            "W_std": 1.3,
+            "b_std": 0.2,
+        },
+    ]
+    head = [["Relu", {}], ["GlobalAvgPool", {}], _dense(2, 1.1, 0.1, "ntk")]
+    flat_head = [["Relu", {}], ["Flatten", {}], _dense(2, 1.1, 0.1, "ntk")]
+    image_cases = [
+        ("Conv SAME + GAP", [conv, *head]),
+        (
+            "Conv VALID strides + Flatten",
+            [
+                [
+                    "Conv",
+                    {
+                        "out_chan": 4,
+                        "filter_shape": [2, 2],
+                        "strides": [2, 1],
+                        "padding": "VALID",
+                        "W_std": 1.2,
+                        "b_std": 0.1,
+                    },
+                ],
+                *flat_head,
+            ],
+        ),
+        (
+            "Conv CIRCULAR + GAP",
+            [
+                [
+                    "Conv",
+                    {
+                        "out_chan": 4,
+                        "filter_shape": [3, 3],
+                        "padding": "CIRCULAR",
+                        "W_std": 1.2,
+                        "b_std": 0.1,
+                    },
+                ],
+                *head,
+            ],
+        ),
+        (
+            "ConvTranspose strides + Flatten",
+            [
+                [
+                    "ConvTranspose",
+                    {
+                        "out_chan": 4,
+                        "filter_shape": [3, 3],
+                        "strides": [2, 1],
+                        "padding": "SAME",
+                        "W_std": 1.2,
+                        "b_std": 0.1,
+                    },
+                ],
+                *flat_head,
+            ],
+        ),
+        (
+            "ConvLocal + Flatten",
+            [
+                [
+                    "ConvLocal",
+                    {
+                        "out_chan": 4,
+                        "filter_shape": [3, 3],
+                        "padding": "SAME",
+                        "W_std": 1.2,
+                        "b_std": 0.1,
+                    },
+                ],
+                *flat_head,
+            ],
+        ),
+        (
+            "AvgPool + LayerNorm + GAP",
+            [
+                conv,
+                [
+                    "AvgPool",
+                    {"window_shape": [2, 2], "strides": [1, 1], "padding": "SAME"},
+                ],
+                ["LayerNorm", {"axis": -1}],
+                *head,
+            ],
+        ),
+        (
+            "ImageResize linear",
+            [
+                conv,
+                ["ImageResize", {"shape": [-1, 7, 6, -1], "method": "linear"}],
+                *head,
+            ],
+        ),
+        (
+            "ImageResize nearest",
+            [
+                conv,
+                ["ImageResize", {"shape": [-1, 10, 3, -1], "method": "nearest"}],
+                *flat_head,
+            ],
+        ),
+        ("Index Slice[:, 1:4:2]", [conv, ["Index", {"idx": "@idx_a"}], *flat_head]),
+        ("Index Slice[..., 1, :]", [conv, ["Index", {"idx": "@idx_b"}], *flat_head]),
+        (
+            "DotGeneral lhs on H",
+            [
+                conv,
+                ["DotGeneral", {"lhs": "@mat", "dimension_numbers": "@dn_lhs"}],
+                *head,
+            ],
+        ),
+        (
+            "DotGeneral rhs on W",
+            [
+                conv,
+                ["DotGeneral", {"rhs": "@mat_w", "dimension_numbers": "@dn_rhs"}],
+                *flat_head,
+            ],
+        ),
+    ]
+    for label, layers in image_cases:
+        names = [name for name, _ in layers]
+        missing = [n for n in names if not hasattr(kernels, n)]
+        if missing:
+            skipped.append(f"{label} (widebnn has no {', '.join(missing)})")
+            continue
+        add(f"img: {label}", layers, "img")
     return cases, skipped
 
 

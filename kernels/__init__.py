@@ -33,7 +33,7 @@ from ._exponential import (
 from ._gelu import Gelu as Gelu
 from ._inputs import input_kernel as input_kernel
 from ._kernel import Kernel as Kernel, Layer as Layer
-from ._linear_maps import DotGeneral as DotGeneral, Index as Index
+from ._linear_maps import DotGeneral as DotGeneral, Index as Index, Slice as Slice
 from ._monte_carlo import monte_carlo_kernel as monte_carlo_kernel
 from ._normalization import LayerNorm as LayerNorm
 from ._numerical import ElementwiseNumerical as ElementwiseNumerical

@@ -28,7 +28,87 @@ def _normalise_axis(axis, ndim, name):
     return int(axis) % ndim
 
 
-def Index(axis: int, idx) -> Layer:
+class _SliceMaker:
+    """``Slice[1:3, :, ::2]`` returns the index ``(slice(1, 3), slice(None), ...)``."""
+
+    def __getitem__(self, idx):
+        return idx
+
+
+#: builds the ``idx`` of :func:`Index` with slicing syntax, as Neural Tangents'
+#: ``stax.Slice``.
+Slice = _SliceMaker()
+
+
+def _check_default_axes(batch_axis, channel_axis, name):
+    if batch_axis != 0 or channel_axis not in (-1,):
+        raise ValueError(
+            f"{name}: only batch_axis=0 and channel_axis=-1 are supported (inputs are "
+            f"(N, *S, C)), got batch_axis={batch_axis}, channel_axis={channel_axis}."
+        )
+
+
+def Index(idx, axis: int | None = None, batch_axis: int = 0, channel_axis: int = -1):
+    r"""Static indexing of the activations, as ``x[idx]``.
+
+    Two forms: ``Index(idx)`` with a NumPy-style index over all axes of the ``(N, *S,
+    C)`` activations (Neural Tangents' form; build it with :data:`Slice`, e.g.
+    ``Index(Slice[:, 1:3, ::-1])``; the batch entry must be ``:``), or
+    ``Index(idx, axis=a)`` indexing the single axis ``a``. See :func:`_index_axis`
+    for what each axis's index does to the kernel.
+
+    Args:
+        idx: static; a tuple of integers, slices, integer sequences and at most one
+            ``Ellipsis`` (without ``axis``), or one such entry (with ``axis``).
+        axis: static; the axis ``idx`` applies to, or ``None`` for the full form.
+        batch_axis: static; must be 0.
+        channel_axis: static; must be -1.
+
+    Returns:
+        A :class:`Layer` without parameters.
+
+    Raises:
+        ValueError: on an index of the batch axis, more than one ``Ellipsis``, other
+            batch/channel axes, or what :func:`_index_axis` refuses.
+
+    Example:
+        >>> from widebnn import kernels
+        >>> layer = kernels.Index(kernels.Slice[:, 1:3])
+        >>> layer.init(None, (4, 5, 2))[0]
+        (4, 2, 2)
+    """
+    from ._combinators import Identity, serial
+
+    _check_default_axes(batch_axis, channel_axis, "Index")
+    if axis is not None:
+        return _index_axis(axis, idx)
+    entries = idx if isinstance(idx, tuple) else (idx,)
+    if sum(entry is Ellipsis for entry in entries) > 1:
+        raise ValueError(f"Index: idx {idx!r} has more than one Ellipsis.")
+    if Ellipsis in entries:
+        cut = entries.index(Ellipsis)
+        before, after = entries[:cut], entries[cut + 1 :]
+    else:
+        before, after = entries, ()
+    if before and before[0] != slice(None):
+        raise ValueError(
+            f"Index: idx {idx!r} indexes the batch axis (axis 0); index the inputs "
+            "instead and leave the batch entry ':'."
+        )
+    steps = [(a, e) for a, e in enumerate(before) if e != slice(None)]
+    # from the highest positive axis down, then from the most negative axis up:
+    # removing an axis never renumbers the ones still to be indexed.
+    layers = [_index_axis(a, e) for a, e in sorted(steps, reverse=True)]
+    offsets = range(-len(after), 0)
+    layers += [
+        _index_axis(a, e)
+        for a, e in zip(offsets, after, strict=True)
+        if e != slice(None)
+    ]
+    return serial(*layers) if layers else Identity()
+
+
+def _index_axis(axis: int, idx) -> Layer:
     r"""Static indexing of one spatial or channel axis: ``x[(slice(None),) * axis +
     (idx,)]``.
 
@@ -145,7 +225,16 @@ def Index(axis: int, idx) -> Layer:
     return Layer(init, apply, kernel_fn, mask_fn=mask_fn, name="Index")
 
 
-def DotGeneral(rhs, dimension_numbers, is_lhs: bool = False) -> Layer:
+def DotGeneral(
+    rhs=None,
+    dimension_numbers=(((), ()), ((), ())),
+    is_lhs: bool = False,
+    *,
+    lhs=None,
+    precision=None,
+    batch_axis: int = 0,
+    channel_axis: int = -1,
+) -> Layer:
     r"""Multiplication of the activations by a fixed array with ``lax.dot_general``.
 
     The finite layer computes ``lax.dot_general(x, rhs, dimension_numbers)`` (or
@@ -165,6 +254,13 @@ def DotGeneral(rhs, dimension_numbers, is_lhs: bool = False) -> Layer:
             rhs_batch))`` as in ``jax.lax.dot_general``, the activations being the
             left operand unless ``is_lhs``.
         is_lhs: static; ``True`` if ``rhs`` is the left operand.
+        lhs: Neural Tangents' form: the fixed array as the left operand (then
+            ``rhs`` must be ``None``); ``DotGeneral(lhs=a, ...)`` is
+            ``DotGeneral(a, ..., is_lhs=True)``.
+        precision: accepted for compatibility; the contraction runs at the
+            precision of the inputs.
+        batch_axis: static; must be 0.
+        channel_axis: static; must be -1.
 
     Returns:
         A :class:`Layer` without parameters. Masks are not supported.
@@ -173,6 +269,14 @@ def DotGeneral(rhs, dimension_numbers, is_lhs: bool = False) -> Layer:
         ValueError: if ``dimension_numbers`` is malformed, touches the batch or
             channel axis of the activations, or pairs axes of different sizes.
     """
+    del precision
+    _check_default_axes(batch_axis, channel_axis, "DotGeneral")
+    if lhs is not None:
+        if rhs is not None:
+            raise ValueError("DotGeneral: give either lhs or rhs, not both.")
+        rhs, is_lhs = lhs, True
+    if rhs is None:
+        raise ValueError("DotGeneral: rhs (or lhs) must be an array.")
     array = jnp.asarray(rhs)
     try:
         (c_lhs, c_rhs), (b_lhs, b_rhs) = dimension_numbers

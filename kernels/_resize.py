@@ -38,7 +38,12 @@ def _apply_on_axis(values, matrix, axis):
 
 
 def ImageResize(
-    shape: Sequence[int], method: str = "linear", antialias: bool = True
+    shape: Sequence[int],
+    method: str = "linear",
+    antialias: bool = True,
+    precision=None,
+    batch_axis: int = 0,
+    channel_axis: int = -1,
 ) -> Layer:
     r"""Resizes the spatial axes of ``(N, *S, C)`` activations to ``shape``.
 
@@ -48,11 +53,16 @@ def ImageResize(
     padding when all the input positions it reads are padding.
 
     Args:
-        shape: static; output size per spatial axis, ``-1`` to keep an axis.
+        shape: static; output size per spatial axis, ``-1`` to keep an axis; or,
+            as in Neural Tangents, one entry per axis of the ``(N, *S, C)`` inputs,
+            with ``-1`` (or the unchanged size) for the batch and channel axes.
         method: static; ``"linear"`` (also ``"bilinear"``, ``"trilinear"``) or
             ``"nearest"``.
         antialias: static; passed to ``jax.image.resize`` (matters when a linear
             resize shrinks an axis).
+        precision: accepted for compatibility (the resize matrices are exact).
+        batch_axis: static; must be 0.
+        channel_axis: static; must be -1.
 
     Returns:
         A :class:`Layer` without parameters.
@@ -61,6 +71,12 @@ def ImageResize(
         ValueError: on an unknown method, sizes that are not positive (or -1), or
             a ``shape`` whose length differs from the number of spatial axes.
     """
+    del precision
+    if batch_axis != 0 or channel_axis != -1:
+        raise ValueError(
+            "ImageResize: only batch_axis=0 and channel_axis=-1 are supported, got "
+            f"batch_axis={batch_axis}, channel_axis={channel_axis}."
+        )
     shape = tuple(shape)
     for size in shape:
         if isinstance(size, bool) or not isinstance(size, int | np.integer):
@@ -70,14 +86,27 @@ def ImageResize(
     method = _METHODS[check_choice(method, "method", tuple(_METHODS))]
     linear = method == "linear"
 
+    def spatial_request(input_shape):
+        """``shape`` per spatial axis (from Neural Tangents' every-axis form too)."""
+        if len(shape) != len(input_shape):
+            return shape
+        for name, i in (("batch", 0), ("channel", -1)):
+            if shape[i] not in (-1, input_shape[i]):
+                raise ValueError(
+                    f"ImageResize: shape {shape} changes the {name} axis of inputs "
+                    f"{tuple(input_shape)}; use -1 there."
+                )
+        return shape[1:-1]
+
     def sizes(input_shape):
         spatial = tuple(input_shape[1:-1])
-        if len(spatial) != len(shape) or not spatial:
+        request = spatial_request(input_shape)
+        if len(spatial) != len(request) or not spatial:
             raise ValueError(
                 f"ImageResize: shape {shape} has {len(shape)} entries but the inputs "
                 f"{tuple(input_shape)} have {len(spatial)} spatial axes."
             )
-        return [(a, a if b == -1 else b) for a, b in zip(spatial, shape, strict=True)]
+        return [(a, a if b == -1 else b) for a, b in zip(spatial, request, strict=True)]
 
     def matrices(input_shape):
         """Per spatial axis ``(R, index)``: ``R`` or ``None`` when unchanged; for

@@ -53,14 +53,14 @@ def test_linear_resize_is_the_resize_matrix_on_both_sides():
 
 def test_index_equals_slicing_the_full_kernel():
     k = [np.asarray(a) for a in BASE.kernel(X)]
-    sliced = kernels.serial(BASE, kernels.Index(1, slice(1, 4, 2))).kernel(X)
-    picked = kernels.serial(BASE, kernels.Index(-2, 1)).kernel(X)
-    channels = kernels.serial(BASE, kernels.Index(-1, [0, 2])).kernel(X)
+    sliced = kernels.serial(BASE, kernels.Index(axis=1, idx=slice(1, 4, 2))).kernel(X)
+    picked = kernels.serial(BASE, kernels.Index(axis=-2, idx=1)).kernel(X)
+    channels = kernels.serial(BASE, kernels.Index(axis=-1, idx=[0, 2])).kernel(X)
     for full, a, b, c in zip(k, sliced, picked, channels, strict=True):
         np.testing.assert_array_equal(a, full[:, :, 1:4:2, 1:4:2])
         np.testing.assert_array_equal(b, full[:, :, :, :, 1, 1])
         np.testing.assert_array_equal(c, full)
-    layer = kernels.Index(2, [2, 0])
+    layer = kernels.Index(axis=2, idx=[2, 0])
     np.testing.assert_array_equal(layer.apply((), X), X[:, :, [2, 0]])
 
 
@@ -87,7 +87,7 @@ MC_CASES = {
         ),
         kernels.Relu(),
         kernels.ImageResize((5, 2), "linear"),
-        kernels.Index(1, slice(0, 4)),
+        kernels.Index(axis=1, idx=slice(0, 4)),
         kernels.Conv(1, (2, 2), W_std=1.1, b_std=0.1, parameterization=p),
         kernels.GlobalSumPool(),
     ],
@@ -126,7 +126,7 @@ def test_masks_travel_through_index_and_nearest_resize():
     net = kernels.serial(
         kernels.Conv(8, (3,), padding="SAME", W_std=1.2, b_std=0.3),
         kernels.Relu(),
-        kernels.Index(-1, slice(0, 4)),
+        kernels.Index(axis=-1, idx=slice(0, 4)),
         kernels.ImageResize((-1,), "nearest"),
         kernels.GlobalAvgPool(),
     )
@@ -149,9 +149,9 @@ def test_masks_travel_through_index_and_nearest_resize():
         ),
         (lambda: kernels.ImageResize((4,)), (2, 3, 3, 1), ValueError, "shape"),
         (lambda: kernels.ImageResize((0,)), (2, 3, 1), ValueError, "shape"),
-        (lambda: kernels.Index(0, 1), (2, 3, 1), ValueError, "batch axis"),
-        (lambda: kernels.Index(-1, 0), (2, 3, 1), ValueError, "channel axis"),
-        (lambda: kernels.Index(1, 7), (2, 3, 1), ValueError, "out of range"),
+        (lambda: kernels.Index(axis=0, idx=1), (2, 3, 1), ValueError, "batch axis"),
+        (lambda: kernels.Index(axis=-1, idx=0), (2, 3, 1), ValueError, "channel axis"),
+        (lambda: kernels.Index(axis=1, idx=7), (2, 3, 1), ValueError, "out of range"),
         (
             lambda: kernels.DotGeneral(jnp.ones(3), (((2,), (0,)), ((), ()))),
             (2, 3, 3),
@@ -181,3 +181,47 @@ def test_dot_general_refuses_masks():
     layer = kernels.DotGeneral(jnp.eye(3), (((1,), (0,)), ((), ())))
     with pytest.raises(ValueError, match="mask"):
         layer.kernel(jnp.ones((2, 3, 2)), mask1=jnp.zeros((2, 3), bool))
+
+
+def test_neural_tangents_argument_forms():
+    """``Index(Slice[...])``, ``ImageResize`` with every axis and
+    ``DotGeneral(lhs=...)`` (Neural Tangents' forms) against slicing the kernel and
+    the single-axis / spatial-only forms."""
+    k = np.asarray(BASE.kernel(X, get="nngp"))
+    two_axes = kernels.serial(BASE, kernels.Index(kernels.Slice[:, 1:4:2, 0]))
+    np.testing.assert_array_equal(
+        two_axes.kernel(X, get="nngp"), k[:, :, 1:4:2, 1:4:2, 0, 0]
+    )
+    tail = kernels.serial(BASE, kernels.Index(kernels.Slice[..., 1, :]))
+    np.testing.assert_array_equal(tail.kernel(X, get="nngp"), k[:, :, :, :, 1, 1])
+    assert kernels.Index(kernels.Slice[:, :]).apply((), X) is X
+    every_axis = kernels.ImageResize((-1, 8, -1, -1), "nearest")
+    spatial = kernels.ImageResize((8, -1), "nearest")
+    np.testing.assert_array_equal(every_axis.apply((), X), spatial.apply((), X))
+    r = jax.random.normal(jax.random.key(1), (5, 4))
+    numbers = (((1,), (1,)), ((), ()))
+    np.testing.assert_array_equal(
+        kernels.DotGeneral(lhs=r, dimension_numbers=numbers).apply((), X),
+        kernels.DotGeneral(r, numbers, is_lhs=True).apply((), X),
+    )
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda: kernels.Index(kernels.Slice[0, 1]), "batch axis"),
+        (lambda: kernels.Index(kernels.Slice[..., 0, ...]), "Ellipsis"),
+        (lambda: kernels.Index(kernels.Slice[:, 1], channel_axis=1), "channel_axis"),
+        (lambda: kernels.DotGeneral(jnp.eye(2), lhs=jnp.eye(2)), "not both"),
+        (lambda: kernels.DotGeneral(), "rhs"),
+        (lambda: kernels.ImageResize((4,), batch_axis=1), "batch_axis"),
+    ],
+)
+def test_neural_tangents_forms_bad_input(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_image_resize_every_axis_form_refuses_batch_or_channel_change():
+    with pytest.raises(ValueError, match="channel axis"):
+        kernels.ImageResize((-1, 8, 3, 5), "nearest").init(None, X.shape)
