@@ -74,6 +74,8 @@ def _gp(model, x, y):
 def run_demo(out: pathlib.Path, *, quick: bool = False, progress: bool = True) -> int:
     """Runs the demo and writes its files to ``out``.
 
+    Runs in float64 when the caller turned it on (``widebnn demo`` does).
+
     Args:
         out: output directory (created).
         quick: tiny settings (a smoke run).
@@ -85,7 +87,6 @@ def run_demo(out: pathlib.Path, *, quick: bool = False, progress: bool = True) -
     import arviz as az
     import jax
 
-    jax.config.update("jax_enable_x64", True)
     from widebnn import compare, data, diagnostics, plots, samplers
 
     settings = QUICK if quick else FULL
