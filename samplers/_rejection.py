@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._hmc import _check_int
+from ._platform import batch_map
 from ._rejection_bounds import BOUNDS, EvidenceAccumulator, log_likelihood_bound
 from ._reprior import (
     check_data,
@@ -169,7 +170,8 @@ def _batch(model, batch_size, num_slots, key, start, skip, x, y, x_pred, log_bou
         return theta, model.predict(theta, x_pred), model.log_likelihood(theta, x, y)
 
     def draw_slots(slots):
-        return jax.vmap(draw)(slots)
+        # One draw at a time on CPU: batched factorisations can deadlock there.
+        return batch_map(draw, slots)
 
     def no_draws(slots):
         shapes = jax.eval_shape(draw_slots, slots)

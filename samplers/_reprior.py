@@ -38,6 +38,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.scipy.linalg import cho_solve, solve_triangular
 
+from ._platform import sequential_on_cpu
+
 PATHS = ("auto", "primal", "dual")
 REPARAMS = ("repriorised", "none")
 
@@ -262,6 +264,13 @@ def log_marginal_likelihood(features, y, noise_var):
 
 
 def _lml_forward(features, y, noise_var):
+    value, alpha, k_inv_t = _lml_factorised(features, y, noise_var)
+    return value, (features, alpha, k_inv_t, y.shape[1])
+
+
+@sequential_on_cpu
+def _lml_factorised(features, y, noise_var):
+    """Value, :math:`\alpha` and :math:`K^{-1}T` (one Cholesky; see ``_platform``)."""
     num_data, num_features = features.shape
     d = y.shape[1]
     if num_features <= num_data:
@@ -282,7 +291,7 @@ def _lml_forward(features, y, noise_var):
     value = -0.5 * jnp.sum(y * alpha) - 0.5 * d * (
         log_det + num_data * math.log(2 * math.pi)
     )
-    return value, (features, alpha, k_inv_t, d)
+    return value, alpha, k_inv_t
 
 
 def _lml_fwd(features, y, noise_var):

@@ -1,0 +1,42 @@
+"""Batched CPU factorisations without the deadlock of JAX's CPU LAPACK calls.
+
+On CPU, a LAPACK call on a batch (a Cholesky or QR of every chain at once, as
+``vmap`` makes it) splits the batch over XLA's intra-op thread pool and waits for
+the pieces. When as many such calls run at once as the pool has threads (two on a
+2-core machine), every pool thread waits and nothing runs: the program hangs in
+``block_until_ready`` without using CPU (jaxlib 0.10; seen in the mixing benchmark,
+and reproduced by ``tests/samplers/test_platform.py``;
+``--xla_cpu_multi_thread_eigen=false`` does not prevent it). The samplers therefore
+run their factorisations one batch member at a time on CPU: a factorisation of
+one matrix is done in the calling thread. On accelerators nothing changes.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+
+
+def _on_cpu() -> bool:
+    return jax.default_backend() == "cpu"
+
+
+def sequential_on_cpu(fn):
+    """``fn``, whose ``vmap`` is a loop over the batch on CPU.
+
+    For functions that are not differentiated through (``jax.custom_batching``'s
+    sequential rule has no reverse mode), e.g. the forward pass of a ``custom_vjp``.
+    """
+    sequential = jax.custom_batching.sequential_vmap(fn)
+
+    @functools.wraps(fn)
+    def wrapped(*args):
+        return sequential(*args) if _on_cpu() else fn(*args)
+
+    return wrapped
+
+
+def batch_map(fn, xs):
+    """``jax.vmap(fn)(xs)`` on accelerators, ``jax.lax.map(fn, xs)`` on CPU."""
+    return jax.lax.map(fn, xs) if _on_cpu() else jax.vmap(fn)(xs)
