@@ -2,6 +2,7 @@
 
 from ._hmc import hmc as hmc
 from ._posterior import Posterior as Posterior
+from ._ratio import log_density_ratio as log_density_ratio
 from ._rejection import (
     RejectionBudgetError as RejectionBudgetError,
     RejectionPosterior as RejectionPosterior,

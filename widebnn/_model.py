@@ -195,14 +195,22 @@ class WideBNN:
                 f"{shape}; end the body with pooling or Flatten, or fix width."
             )
 
+    def prior_std(self, params) -> dict[str, Any]:
+        r"""Prior standard deviation of every leaf of ``params`` (same structure).
+
+        Every entry of a leaf is an independent :math:`\mathcal N(0, s^2)` with the
+        leaf's ``s``: 1 for the body (its scales are in the forward pass) and for an
+        NTK readout; :math:`\sigma_w/\sqrt n` and :math:`\sigma_b` for a standard
+        readout.
+        """
+        w_scale, b_scale = self._readout_scales()
+        body = jax.tree.map(lambda _: 1.0, params[BODY])
+        return {BODY: body, READOUT: {"W": w_scale, "b": b_scale}}
+
     def log_prior(self, params) -> jax.Array:
         """Normalised log prior density of ``params`` (a scalar)."""
-        w_scale, b_scale = self._readout_scales()
-        leaves = jax.tree_util.tree_leaves(params[BODY])
-        total = sum((_normal_logpdf_sum(leaf, 1.0) for leaf in leaves), 0.0)
-        readout = params[READOUT]
-        total = total + _normal_logpdf_sum(readout["W"], w_scale)
-        return total + _normal_logpdf_sum(readout["b"], b_scale)
+        terms = jax.tree.map(_normal_logpdf_sum, params, self.prior_std(params))
+        return sum(jax.tree_util.tree_leaves(terms), 0.0)
 
     def hidden(self, body_params, x) -> jax.Array:
         """The last hidden representation ``h(x)``, shape ``(N, width)``."""
