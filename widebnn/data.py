@@ -49,3 +49,55 @@ def toy_regression(n: int, key, *, noise_std: float = 0.1, n_test: int = 0):
 
 def _target(x):
     return jnp.sin(3.0 * x) + 0.5 * x
+
+
+def teacher_regression(
+    n: int, key, *, d_in: int = 4, noise_std: float = 0.1, n_test: int = 0
+):
+    r"""A ``d_in``-dimensional regression problem with a fixed teacher function.
+
+    Inputs are standard normal, :math:`x\sim\mathcal N(0, I_{d_{in}})`, and
+    :math:`y = \sin(2\,x^\top a) + x_1x_2/4 + \varepsilon` with a unit vector
+    :math:`a` drawn once from ``key`` (for ``d_in = 1`` the product term is
+    :math:`x_1^2/4`). Test inputs are further standard normal draws. This is the
+    problem of the mixing benchmark (``benchmarks/mixing.py``).
+
+    Args:
+        n: static; number of training points.
+        key: a PRNG key (the teacher, the inputs and the noise all come from it).
+        d_in: static; input dimension (>= 1).
+        noise_std: standard deviation of the noise added to the targets.
+        n_test: static; number of test inputs (0 for none).
+
+    Returns:
+        ``(x, y)`` with ``x: (n, d_in)``, ``y: (n, 1)``; with ``n_test > 0`` also
+        ``x_test: (n_test, d_in)`` and the noise-free ``f_test: (n_test, 1)``.
+
+    Raises:
+        ValueError: if ``n < 1``, ``d_in < 1``, ``n_test < 0`` or ``noise_std < 0``.
+
+    Example:
+        >>> import jax
+        >>> x, y = teacher_regression(8, jax.random.key(0), d_in=3)
+        >>> x.shape, y.shape
+        ((8, 3), (8, 1))
+    """
+    for value, name, low in ((n, "n", 1), (d_in, "d_in", 1), (n_test, "n_test", 0)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+    if not noise_std >= 0:
+        raise ValueError(f"noise_std must be >= 0, got {noise_std}.")
+    a_key, x_key, noise_key, test_key = jax.random.split(key, 4)
+    direction = jax.random.normal(a_key, (d_in,))
+    direction = direction / jnp.linalg.norm(direction)
+
+    def teacher(x):
+        second = x[:, 1] if d_in > 1 else x[:, 0]
+        return (jnp.sin(2.0 * x @ direction) + x[:, 0] * second / 4)[:, None]
+
+    x = jax.random.normal(x_key, (n, d_in))
+    y = teacher(x) + noise_std * jax.random.normal(noise_key, (n, 1))
+    if n_test == 0:
+        return x, y
+    x_test = jax.random.normal(test_key, (n_test, d_in))
+    return x, y, x_test, teacher(x_test)
