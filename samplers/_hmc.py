@@ -18,6 +18,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._ghmc import build_step, ghmc_warmup, init_state, window_warmup
+from ._platform import batch_map
 from ._posterior import Posterior
 from ._reprior import (
     REPARAMS,
@@ -49,6 +50,7 @@ class _Config(NamedTuple):
     kernel_reg: float | None
     path: str
     store_params: bool
+    exact_readout: bool
     sharding: Any
 
 
@@ -70,13 +72,15 @@ def _check_unit(value, name, *, open_low=True):
     return value
 
 
-def _initial_positions(model, key, x_shape, num_chains, reparam, logdensity):
+def _initial_positions(model, key, x_shape, config, logdensity):
     """Prior draws of the sampler's coordinates, one per chain; a draw with a
     non-finite log density is redrawn (up to 100 times)."""
 
     def draw(k):
         theta = model.init(k, x_shape)
-        return model.split_readout(theta) if reparam == "repriorised" else theta
+        if config.exact_readout:
+            return model.split_readout(theta)[0]
+        return model.split_readout(theta) if config.reparam == "repriorised" else theta
 
     def one(k):
         def cond(carry):
@@ -89,7 +93,7 @@ def _initial_positions(model, key, x_shape, num_chains, reparam, logdensity):
 
         return jax.lax.while_loop(cond, body, (1, draw(k)))[1]
 
-    return jax.vmap(one)(jax.random.split(key, num_chains))
+    return jax.vmap(one)(jax.random.split(key, config.num_chains))
 
 
 def _chain_sharding(num_chains):
@@ -108,6 +112,12 @@ def _logdensity(model, config, x, y):
     fn = log_density_fn(
         model, reparam=config.reparam, kernel_reg=config.kernel_reg, path=config.path
     )
+    if config.exact_readout:
+        # The marginal density of the hidden weights: phi_out ~ N(0, I) is
+        # independent of them (samplers_spec.md A.4), so any fixed phi_out gives
+        # it up to a constant.
+        zeros = jnp.zeros((model.width + 1, y.shape[1]), y.dtype)
+        return lambda hidden: fn((hidden, zeros), x, y)
     return lambda position: fn(position, x, y)
 
 
@@ -116,9 +126,7 @@ def _warmup(model, config, init_key, warm_key, x, y):
     """Initial prior draws, then warm-up; returns ``(states, eps, imm, grads)``."""
     num_chains = config.num_chains
     logdensity = _logdensity(model, config, x, y)
-    positions = _initial_positions(
-        model, init_key, x.shape, num_chains, config.reparam, logdensity
-    )
+    positions = _initial_positions(model, init_key, x.shape, config, logdensity)
     positions = _put(positions, config)
     flat_size = ravel_pytree(jax.tree.map(lambda v: v[0], positions))[0].size
     step = build_step(config.algorithm, logdensity, config)
@@ -168,7 +176,10 @@ def _chunk(model, config, size, states, key, x, y, x_pred, eps, imm):
         }
         return states, stats
 
-    def to_params(position):
+    def to_params(position, key):
+        if config.exact_readout:
+            shape = (model.width + 1, y.shape[1])
+            position = (position, jax.random.normal(key, shape, y.dtype))
         return position_to_params(
             model,
             position,
@@ -182,6 +193,7 @@ def _chunk(model, config, size, states, key, x, y, x_pred, eps, imm):
     def draw(states, k):
         keys = jax.random.split(k, config.thin)
         states, stats = jax.lax.scan(transition, states, keys)
+        readout_keys = jax.random.split(jax.random.fold_in(k, 2**31 - 1), num_chains)
         stats = {
             "acceptance_rate": jnp.mean(stats["acceptance_rate"], 0),
             "diverging": jnp.any(stats["diverging"], 0),
@@ -190,7 +202,8 @@ def _chunk(model, config, size, states, key, x, y, x_pred, eps, imm):
             "nonfinite": jnp.sum(stats["nonfinite"], 0),
             "lp": states.logdensity,
         }
-        theta = jax.vmap(to_params)(states.position)
+        # One chain at a time on CPU: batched factorisations can deadlock there.
+        theta = batch_map(lambda a: to_params(*a), (states.position, readout_keys))
         predictions = jax.vmap(model.predict, (0, None))(theta, x_pred)
         out = {"stats": stats, "predictions": predictions}
         if config.store_params:
@@ -225,6 +238,7 @@ def hmc(
     initial_step_size: float = 0.01,
     chunk_size: int = 100,
     store_params: bool = True,
+    exact_readout: bool = False,
 ) -> Posterior:
     r"""Samples the posterior of ``model`` given ``(x, y)`` with HMC, GHMC or NUTS.
 
@@ -277,6 +291,13 @@ def hmc(
         chunk_size: static; kept draws per jitted chunk (the last chunk is run at
             full size and truncated, so that one compilation serves all chunks).
         store_params: keep the parameter draws (they can be large).
+        exact_readout: static; with ``reparam="repriorised"`` and
+            ``kernel_reg = noise_std**2`` only: the chain runs on the hidden weights
+            with their marginal density (prior times the Gaussian marginal
+            likelihood of their features) and every kept draw gets a fresh
+            :math:`\Phi_{out}\sim\mathcal N(0, I)`, its exact conditional (a Gibbs
+            step, no gradient). Draws of the readout are then independent given the
+            hidden weights.
 
     Returns:
         A :class:`Posterior`.
@@ -299,6 +320,17 @@ def hmc(
     if x_pred.ndim != x.ndim or x_pred.shape[1:] != x.shape[1:]:
         raise ValueError(
             f"x_pred must have shape (M, *{x.shape[1:]}), got {x_pred.shape}."
+        )
+    if exact_readout and reparam != "repriorised":
+        raise ValueError("exact_readout=True needs reparam='repriorised'.")
+    if (
+        exact_readout
+        and kernel_reg is not None
+        and float(kernel_reg) != float(model.noise_std) ** 2
+    ):
+        raise ValueError(
+            f"exact_readout=True needs kernel_reg = noise_std**2 "
+            f"({float(model.noise_std) ** 2}), got {kernel_reg}."
         )
     if step_size is not None and not (
         math.isfinite(float(step_size)) and float(step_size) > 0
@@ -329,6 +361,7 @@ def hmc(
         ),
         path=choose_path(model.width + 1, x.shape[0], path),
         store_params=bool(store_params),
+        exact_readout=bool(exact_readout),
         sharding=_chain_sharding(num_chains),
     )
     if step_size is None and config.num_warmup == 0:
