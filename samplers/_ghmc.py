@@ -15,10 +15,50 @@ from blackjax.adaptation.base import get_filter_adapt_info_fn
 from blackjax.adaptation.step_size import dual_averaging_adaptation
 
 
-def build_step(algorithm, logdensity, config):
-    """``step(key, state, step_size, inverse_mass, alpha) -> (state, info)``."""
+def _ghmc_kernel(integrator, divergence_threshold=1000):
+    """``blackjax.mcmc.ghmc``'s kernel with a choice of integrator (BlackJAX's own
+    always uses leapfrog): persistent momentum, one integration step, the
+    non-reversible slice acceptance, momentum flip; same arguments and state."""
+    from blackjax.mcmc import ghmc, hmc, metrics
+    from blackjax.mcmc.integrators import IntegratorState
+    from blackjax.mcmc.proposal import nonreversible_slice_sampling
+    from jax.flatten_util import ravel_pytree
+
+    def kernel(key, state, logdensity_fn, step_size, inverse_scale, alpha, delta):
+        metric = metrics.default_metric(ravel_pytree(inverse_scale)[0] ** 2)
+        proposal_generator = hmc.hmc_proposal(
+            integrator(logdensity_fn, metric.kinetic_energy),
+            metric.kinetic_energy,
+            step_size,
+            divergence_threshold=divergence_threshold,
+            sample_proposal=nonreversible_slice_sampling,
+        )
+        momentum = ghmc.update_momentum(key, state, alpha, metric.sample_momentum)
+        slice_value = ((state.slice + 1.0 + delta) % 2) - 1.0
+        proposal, info, slice_next = proposal_generator(
+            slice_value,
+            IntegratorState(
+                state.position, momentum, state.logdensity, state.logdensity_grad
+            ),
+        )
+        proposal = hmc.flip_momentum(proposal)
+        return ghmc.GHMCState(*proposal, slice_next), info
+
+    return kernel
+
+
+def build_step(algorithm, logdensity, config, integrator=None):
+    """``step(key, state, step_size, inverse_mass, alpha) -> (state, info)``.
+
+    ``integrator``: a BlackJAX integrator factory, or ``None`` for leapfrog.
+    """
+    extra = {} if integrator is None else {"integrator": integrator}
     if algorithm == "ghmc":
-        kernel = blackjax.mcmc.ghmc.build_kernel()
+        kernel = (
+            blackjax.mcmc.ghmc.build_kernel()
+            if integrator is None
+            else _ghmc_kernel(integrator)
+        )
 
         def step(key, state, step_size, inverse_mass, alpha):
             return kernel(
@@ -26,7 +66,7 @@ def build_step(algorithm, logdensity, config):
             )
 
     elif algorithm == "hmc":
-        kernel = blackjax.mcmc.hmc.build_kernel()
+        kernel = blackjax.mcmc.hmc.build_kernel(**extra)
 
         def step(key, state, step_size, inverse_mass, alpha):
             del alpha
@@ -40,7 +80,7 @@ def build_step(algorithm, logdensity, config):
             )
 
     else:
-        kernel = blackjax.mcmc.nuts.build_kernel()
+        kernel = blackjax.mcmc.nuts.build_kernel(**extra)
 
         def step(key, state, step_size, inverse_mass, alpha):
             del alpha
@@ -94,13 +134,15 @@ def ghmc_warmup(step, states, key, inverse_mass, config):
     return states, jnp.full((num_chains,), step_size), grads
 
 
-def window_warmup(algorithm, logdensity, positions, key, config):
+def window_warmup(algorithm, logdensity, positions, key, config, integrator=None):
     """BlackJAX window adaptation (step size and diagonal mass), per chain."""
     extra = (
         {"num_integration_steps": config.num_integration_steps}
         if algorithm == "hmc"
         else {"max_num_doublings": config.max_num_doublings}
     )
+    if integrator is not None:
+        extra["integrator"] = integrator
     warmup = blackjax.window_adaptation(
         blackjax.hmc if algorithm == "hmc" else blackjax.nuts,
         logdensity,

@@ -18,6 +18,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from ._ghmc import build_step, ghmc_warmup, init_state, window_warmup
+from ._integrators import gaussian_split, prior_precision
 from ._platform import batch_map
 from ._posterior import Posterior
 from ._reprior import (
@@ -31,6 +32,7 @@ from ._reprior import (
 from ._run import Checkpoint, fingerprint, run_chunks
 
 ALGORITHMS = ("ghmc", "hmc", "nuts")
+INTEGRATORS = ("leapfrog", "gaussian_split")
 
 
 class _Config(NamedTuple):
@@ -51,6 +53,7 @@ class _Config(NamedTuple):
     path: str
     store_params: bool
     exact_readout: bool
+    integrator: str
     sharding: Any
 
 
@@ -121,6 +124,17 @@ def _logdensity(model, config, x, y):
     return lambda position: fn(position, x, y)
 
 
+def _integrator(model, config, x):
+    """The integrator factory of ``config`` (``None``: BlackJAX's leapfrog)."""
+    if config.integrator == "leapfrog":
+        return None
+    # Only shapes of the prior draw are used (the draw itself is dead code).
+    params = model.init(jax.random.key(0), x.shape)
+    return gaussian_split(
+        prior_precision(model, params, config.reparam, config.exact_readout)
+    )
+
+
 @partial(jax.jit, static_argnums=(0, 1))
 def _warmup(model, config, init_key, warm_key, x, y):
     """Initial prior draws, then warm-up; returns ``(states, eps, imm, grads)``."""
@@ -129,7 +143,8 @@ def _warmup(model, config, init_key, warm_key, x, y):
     positions = _initial_positions(model, init_key, x.shape, config, logdensity)
     positions = _put(positions, config)
     flat_size = ravel_pytree(jax.tree.map(lambda v: v[0], positions))[0].size
-    step = build_step(config.algorithm, logdensity, config)
+    integrator = _integrator(model, config, x)
+    step = build_step(config.algorithm, logdensity, config, integrator)
     state_keys = jax.random.split(jax.random.fold_in(init_key, 1), num_chains)
     states = jax.vmap(lambda p, k: init_state(config.algorithm, p, logdensity, k))(
         positions, state_keys
@@ -151,7 +166,7 @@ def _warmup(model, config, init_key, warm_key, x, y):
         states, eps, grads = ghmc_warmup(step, states, warm_key, unit, config)
         return states, eps, unit, grads + num_chains
     states, eps, imm, grads = window_warmup(
-        config.algorithm, logdensity, positions, warm_key, config
+        config.algorithm, logdensity, positions, warm_key, config, integrator
     )
     return states, eps, imm, grads + num_chains
 
@@ -161,7 +176,9 @@ def _chunk(model, config, size, states, key, x, y, x_pred, eps, imm):
     """``size`` kept draws of ``thin`` transitions each, for all chains."""
     num_chains = config.num_chains
     logdensity = _logdensity(model, config, x, y)
-    step = build_step(config.algorithm, logdensity, config)
+    step = build_step(
+        config.algorithm, logdensity, config, _integrator(model, config, x)
+    )
     vstep = jax.vmap(step, (0, 0, 0, 0, None))
 
     def transition(states, k):
@@ -239,6 +256,7 @@ def hmc(
     chunk_size: int = 100,
     store_params: bool = True,
     exact_readout: bool = False,
+    integrator: str = "leapfrog",
 ) -> Posterior:
     r"""Samples the posterior of ``model`` given ``(x, y)`` with HMC, GHMC or NUTS.
 
@@ -298,6 +316,12 @@ def hmc(
             :math:`\Phi_{out}\sim\mathcal N(0, I)`, its exact conditional (a Gibbs
             step, no gradient). Draws of the readout are then independent given the
             hidden weights.
+        integrator: static; ``"leapfrog"`` or ``"gaussian_split"``: the Gaussian
+            prior's flow integrated exactly (a rotation) and only the rest of the
+            log density by gradient kicks (see ``samplers/_integrators.py``). In
+            repriorised coordinates of a wide network the rest is nearly flat,
+            so much larger steps are accepted; needs ``model.prior_std`` and a
+            diagonal mass.
 
     Returns:
         A :class:`Posterior`.
@@ -320,6 +344,14 @@ def hmc(
     if x_pred.ndim != x.ndim or x_pred.shape[1:] != x.shape[1:]:
         raise ValueError(
             f"x_pred must have shape (M, *{x.shape[1:]}), got {x_pred.shape}."
+        )
+    if integrator not in INTEGRATORS:
+        raise ValueError(
+            f"integrator must be one of {INTEGRATORS}, got {integrator!r}."
+        )
+    if integrator == "gaussian_split" and not hasattr(model, "prior_std"):
+        raise ValueError(
+            "integrator='gaussian_split' needs a model with prior_std(params)."
         )
     if exact_readout and reparam != "repriorised":
         raise ValueError("exact_readout=True needs reparam='repriorised'.")
@@ -362,6 +394,7 @@ def hmc(
         path=choose_path(model.width + 1, x.shape[0], path),
         store_params=bool(store_params),
         exact_readout=bool(exact_readout),
+        integrator=integrator,
         sharding=_chain_sharding(num_chains),
     )
     if step_size is None and config.num_warmup == 0:

@@ -25,10 +25,33 @@ def _on_cpu() -> bool:
 def sequential_on_cpu(fn):
     """``fn``, whose ``vmap`` is a loop over the batch on CPU.
 
-    For functions that are not differentiated through (``jax.custom_batching``'s
-    sequential rule has no reverse mode), e.g. the forward pass of a ``custom_vjp``.
+    For functions that are not differentiated in reverse mode (a ``custom_vmap``
+    rule has none), e.g. the forward pass of a ``custom_vjp``. Unbatched arguments
+    are closed over; nested ``vmap`` loops again.
     """
-    sequential = jax.custom_batching.sequential_vmap(fn)
+    sequential = jax.custom_batching.custom_vmap(fn)
+
+    @sequential.def_vmap
+    def rule(axis_size, in_batched, *args):
+        del axis_size
+        leaves, treedef = jax.tree.flatten(args)
+        flags = jax.tree.leaves(in_batched)
+        if not any(flags):
+            out = fn(*args)
+            return out, jax.tree.map(lambda _: False, out)
+
+        def one(mapped):
+            values = iter(mapped)
+            full = [
+                next(values) if b else leaf
+                for leaf, b in zip(leaves, flags, strict=True)
+            ]
+            return sequential(*jax.tree.unflatten(treedef, full))
+
+        out = jax.lax.map(
+            one, [leaf for leaf, b in zip(leaves, flags, strict=True) if b]
+        )
+        return out, jax.tree.map(lambda _: True, out)
 
     @functools.wraps(fn)
     def wrapped(*args):
