@@ -112,6 +112,8 @@ def run_sampler(args, model, x, y, x_test, key):
         y,
         algorithm=args.sampler,
         reparam=args.reparam,
+        exact_readout=args.exact_readout,
+        integrator=args.integrator,
         num_chains=args.chains,
         num_warmup=args.warmup,
         num_samples=args.draws,

@@ -56,6 +56,17 @@ def _sampler_options(parser):
     group.add_argument(
         "--reparam", choices=("repriorised", "none"), default="repriorised"
     )
+    group.add_argument(
+        "--exact-readout",
+        action="store_true",
+        help="repriorised: chain on the hidden weights, exact readout per draw",
+    )
+    group.add_argument(
+        "--integrator",
+        choices=("leapfrog", "gaussian_split"),
+        default="leapfrog",
+        help="gaussian_split: the prior's flow exactly, the rest by kicks",
+    )
     group.add_argument("--chains", type=int, default=4)
     group.add_argument("--draws", type=int, default=500, help="draws per chain")
     group.add_argument("--warmup", type=int, default=500)

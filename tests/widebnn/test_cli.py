@@ -73,6 +73,10 @@ def test_help_for_every_subcommand():
         (("sample", "--data", "train.npz", "--width", "0"), "--width must be >= 1"),
         (("sample", "--data", "train.npz", "--arch", "arch.json"), "unknown layer"),
         (("sample", "--data", "train.npz", "--test", "bad.csv"), "--test"),
+        (
+            ("sample", "--data", "train.npz", "--reparam", "none", "--exact-readout"),
+            "exact_readout",
+        ),
         (("frobnicate",), "invalid choice"),
     ],
 )
