@@ -1,21 +1,35 @@
 """Mixing benchmark: repriorised vs standard parameterisation on a wide ReLU BNN.
 
-1-hidden-layer ReLU network (NTK parameterisation, W_std = sqrt(2), b_std = 0.1,
-readout W_std = 1, b_std = 0.1), N = 128 points of ``widebnn.data.toy_regression``
-(noise 0.1), 64 test inputs. Samplers: GHMC (one leapfrog step, beta = 0.01,
-step size tuned by dual averaging) and NUTS (window adaptation), each with
-reparam "none" and "repriorised", 4 chains, the same number of transitions for
-both parameterisations of an algorithm; optionally NumPyro NUTS on the standard
-parameterisation. Metrics: bulk ESS (ArviZ) of 100 fixed random projections of the
-test predictions (median, minimum), max R-hat, acceptance, gradient evaluations,
-sampling time (chunks after the first, extrapolated to the whole run, so that
-compilation is excluded).
+1-hidden-layer ReLU network in NTK parameterisation (W_std = sqrt(2), b_std = 0.1;
+readout W_std = 1, b_std = 0.1), noise sigma = 0.1, N = 128 training points of
+``widebnn.data.teacher_regression`` (inputs N(0, I_d), default d = 64), 64 test
+inputs. Samplers (4 chains each, prior initialisation, each tuned by its own
+warm-up):
+
+* ``ghmc-std`` / ``ghmc-rep``: GHMC with one leapfrog step and beta = 0.01 (the
+  reference setting), step size by dual averaging (full refresh during warm-up),
+  on the parameters / on the repriorised coordinates;
+* ``ghmc-exact``: ``ghmc-rep`` with ``exact_readout=True`` (the chain moves the
+  hidden weights only; every kept draw gets an exact readout);
+* ``ghmc-exact-split``: ``ghmc-exact`` with the Gaussian-split integrator
+  (the prior's flow exact, the rest by kicks);
+* ``nuts-std`` / ``nuts-rep`` / ``nuts-exact``: BlackJAX NUTS with window
+  adaptation (step size and diagonal mass), same three coordinate systems;
+* ``numpyro``: NumPyro NUTS (defaults, vectorised chains) on the standard
+  parameterisation of the same model (``widebnn.numpyro_model``).
+
+GHMC runs use the same number of gradient evaluations in every coordinate system.
+Metrics: ArviZ bulk ESS of 100 fixed random projections of the test predictions
+(median and minimum), max rank R-hat, acceptance, gradient evaluations of the
+sampling phase, sampling time without compilation, ESS per gradient and per second,
+and the ratios of each repriorised sampler to its standard counterpart.
 
 Usage::
 
     python benchmarks/mixing.py --quick                 # smoke check, < 2 min idle
     python benchmarks/mixing.py --widths 512            # the headline width
-    python benchmarks/mixing.py --widths 32 128 512 2048 --samplers ghmc nuts
+    python benchmarks/mixing.py --out r.json            # all widths, all samplers
+    python benchmarks/mixing.py --plot-from r.json --plot ratio.png
 """
 
 from __future__ import annotations
@@ -44,13 +58,41 @@ import widebnn  # noqa: E402
 from widebnn import WideBNN, data, diagnostics, kernels, samplers  # noqa: E402
 
 NOISE = 0.1
-N_TRAIN, N_TEST = 128, 64
+N_TEST = 64
 HERE = Path(__file__).parent
 
+# name -> (algorithm, hmc keyword arguments); "numpyro" is separate.
+SAMPLERS = {
+    "ghmc-std": ("ghmc", {"reparam": "none"}),
+    "ghmc-rep": ("ghmc", {"reparam": "repriorised"}),
+    "ghmc-exact": ("ghmc", {"reparam": "repriorised", "exact_readout": True}),
+    "ghmc-exact-split": (
+        "ghmc",
+        {
+            "reparam": "repriorised",
+            "exact_readout": True,
+            "integrator": "gaussian_split",
+        },
+    ),
+    "nuts-std": ("nuts", {"reparam": "none"}),
+    "nuts-rep": ("nuts", {"reparam": "repriorised"}),
+    "nuts-exact": ("nuts", {"reparam": "repriorised", "exact_readout": True}),
+}
+ALL = [*SAMPLERS, "numpyro"]
+# (repriorised, standard) pairs whose ratios are reported.
+PAIRS = [
+    ("ghmc-rep", "ghmc-std"),
+    ("ghmc-exact", "ghmc-std"),
+    ("ghmc-exact-split", "ghmc-std"),
+    ("nuts-rep", "nuts-std"),
+    ("nuts-exact", "nuts-std"),
+    ("nuts-exact", "numpyro"),
+]
 
-def make_problem(width):
-    x, y, x_test, _ = data.toy_regression(
-        N_TRAIN, jax.random.key(0), noise_std=NOISE, n_test=N_TEST
+
+def make_problem(width, d_in, n_train):
+    x, y, x_test, _ = data.teacher_regression(
+        n_train, jax.random.key(0), d_in=d_in, noise_std=NOISE, n_test=N_TEST
     )
     body = kernels.serial(kernels.Dense(width, math.sqrt(2.0), 0.1), kernels.Relu())
     return WideBNN(body, width, 1.0, 0.1, NOISE, 1), x, y, x_test
@@ -68,17 +110,18 @@ def summarise(predictions, grads, seconds, acceptance, **extra):
         "ess_per_grad": med / grads,
         "ess_per_second": med / seconds,
         "acceptance": float(acceptance),
+        "draws": int(predictions.shape[0] * predictions.shape[1]),
         **extra,
     }
 
 
-def run_blackjax(width, algorithm, reparam, cfg):
-    model, x, y, x_test = make_problem(width)
-    kwargs = cfg[algorithm]
+def run_blackjax(name, problem, cfg):
+    model, x, y, x_test = problem
+    algorithm, kwargs = SAMPLERS[name]
     start = time.perf_counter()
     post = samplers.hmc(
-        model, x, y, algorithm=algorithm, reparam=reparam, x_pred=x_test,
-        key=jax.random.key(1), progress=cfg["progress"], store_params=False, **kwargs,
+        model, x, y, algorithm=algorithm, x_pred=x_test, key=jax.random.key(1),
+        progress=cfg["progress"], store_params=False, **kwargs, **cfg[algorithm],
     )  # fmt: skip
     total = time.perf_counter() - start
     chunks = post.settings["chunk_seconds"]
@@ -99,25 +142,14 @@ def run_blackjax(width, algorithm, reparam, cfg):
     )
 
 
-def run_numpyro(width, cfg):
-    import numpyro
-    import numpyro.distributions as dist
+def run_numpyro(problem, cfg):
     from numpyro.infer import MCMC, NUTS
 
-    model, x, y, x_test = make_problem(width)
-
-    def np_model(x, y=None):
-        w1 = numpyro.sample("w1", dist.Normal(0, 1).expand([1, width]).to_event(2))
-        b1 = numpyro.sample("b1", dist.Normal(0, 1).expand([width]).to_event(1))
-        w2 = numpyro.sample("w2", dist.Normal(0, 1).expand([width, 1]).to_event(2))
-        b2 = numpyro.sample("b2", dist.Normal(0, 1).expand([1]).to_event(1))
-        h = jax.nn.relu(math.sqrt(2.0) * x @ w1 + 0.1 * b1)
-        f = h @ w2 / math.sqrt(width) + 0.1 * b2
-        numpyro.sample("y", dist.Normal(f, NOISE).to_event(2), obs=y)
-
+    model, x, y, x_test = problem
+    npm = widebnn.numpyro_model(model)
     kw = cfg["numpyro"]
     mcmc = MCMC(
-        NUTS(np_model, max_tree_depth=kw["max_num_doublings"]),
+        NUTS(npm, max_tree_depth=kw["max_num_doublings"]),
         num_warmup=kw["num_warmup"],
         num_samples=kw["num_samples"],
         num_chains=4,
@@ -126,21 +158,19 @@ def run_numpyro(width, cfg):
     )
     start = time.perf_counter()
     mcmc.run(jax.random.key(1), x, y, extra_fields=("num_steps", "accept_prob"))
+    # run() returns before the work is done: wait for the draws.
     jax.block_until_ready(mcmc.get_samples())
     seconds = time.perf_counter() - start  # includes compilation (see README)
-    s = mcmc.get_samples(group_by_chain=True)
-    params = {
-        "body": ({"W": s["w1"], "b": s["b1"]}, ()),
-        "readout": {"W": s["w2"], "b": s["b2"]},
-    }
+    params = npm.to_params(mcmc.get_samples(group_by_chain=True), x.shape)
     pred = jax.vmap(jax.vmap(model.predict, (0, None)), (0, None))(params, x_test)
     extra = mcmc.get_extra_fields(group_by_chain=True)
     return summarise(
-        pred,
+        np.asarray(pred),
         int(np.sum(extra["num_steps"])),
         seconds,
         np.mean(extra["accept_prob"]),
         grads_per_draw=float(np.mean(extra["num_steps"])),
+        step_size=float("nan"),
     )
 
 
@@ -150,76 +180,137 @@ def configs(quick):
         nuts = dict(num_warmup=60, num_samples=40, chunk_size=20, max_num_doublings=6)
         numpyro_cfg = dict(num_warmup=60, num_samples=40, max_num_doublings=6)
         return {"ghmc": ghmc, "nuts": nuts, "numpyro": numpyro_cfg}
-    ghmc = dict(num_warmup=2000, num_samples=1000, thin=10, chunk_size=100)
-    nuts = dict(num_warmup=300, num_samples=300, chunk_size=50)
-    numpyro_cfg = dict(num_warmup=300, num_samples=300, max_num_doublings=10)
+    ghmc = dict(num_warmup=2000, num_samples=5000, thin=2, chunk_size=500)
+    nuts = dict(num_warmup=200, num_samples=200, chunk_size=50)
+    numpyro_cfg = dict(num_warmup=200, num_samples=200, max_num_doublings=10)
     return {"ghmc": ghmc, "nuts": nuts, "numpyro": numpyro_cfg}
+
+
+def ratios(results):
+    """Rows ``(width, rep, std, ESS/grad ratio, ESS/s ratio, min-ESS/grad ratio)``."""
+    by_key = {(r["width"], r["sampler"]): r for r in results}
+    rows = []
+    for width in sorted({r["width"] for r in results}):
+        for rep, std in PAIRS:
+            a, b = by_key.get((width, rep)), by_key.get((width, std))
+            if a and b:
+                rows.append((
+                    width, rep, std,
+                    a["ess_per_grad"] / b["ess_per_grad"],
+                    a["ess_per_second"] / b["ess_per_second"],
+                    (a["ess_min"] / a["grads"]) / (b["ess_min"] / b["grads"]),
+                ))  # fmt: skip
+    return rows
+
+
+def print_tables(results):
+    print(
+        "| width | sampler | ESS med | ESS min | R-hat max | accept | grads | "
+        "grads/draw | s | ESS/grad | ESS/s | step |"
+    )
+    print("|" + "---|" * 12)
+    for r in results:
+        print(
+            f"| {r['width']} | {r['sampler']} | {r['ess_median']:.0f} | "
+            f"{r['ess_min']:.0f} | {r['rhat_max']:.3f} | {r['acceptance']:.2f} | "
+            f"{r['grads']:,} | {r['grads_per_draw']:.0f} | {r['seconds']:.1f} | "
+            f"{r['ess_per_grad']:.2e} | {r['ess_per_second']:.2f} | "
+            f"{r.get('step_size', float('nan')):.4f} |"
+        )
+    print("\n| width | repriorised | standard | ESS/grad ratio | ESS/s ratio | "
+          "min-ESS/grad ratio |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for width, rep, std, per_grad, per_s, per_min in ratios(results):
+        print(f"| {width} | {rep} | {std} | **{per_grad:.1f}** | {per_s:.2f} | "
+              f"{per_min:.1f} |")  # fmt: skip
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = ratios(results)
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    for (rep, std), marker in zip(PAIRS, "osD^vP", strict=True):
+        mine = [row for row in rows if row[1] == rep and row[2] == std]
+        if not mine:
+            continue
+        widths = [row[0] for row in mine]
+        label = f"{rep} / {std}"
+        axes[0].plot(widths, [row[3] for row in mine], marker=marker, label=label)
+        axes[1].plot(widths, [row[4] for row in mine], marker=marker, label=label)
+    for ax, title in zip(axes, ("ESS per gradient", "ESS per second (CPU)"),
+                         strict=True):  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.axhline(1.0, color="0.6", lw=0.8)
+        ax.set_xlabel("width")
+        ax.set_title(f"{title}: repriorised / standard", fontsize=10)
+    axes[0].axhline(20.0, color="0.6", lw=0.8, ls="--")
+    axes[0].legend(fontsize=7)
+    fig.savefig(path, dpi=120)
+    print(f"wrote {path}")
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--widths", type=int, nargs="+", default=None)
+    parser.add_argument("--d-in", type=int, default=64, help="input dimension")
+    parser.add_argument("--n-train", type=int, default=128)
     parser.add_argument(
-        "--samplers", nargs="+", default=None, choices=["ghmc", "nuts", "numpyro"],
-        help="default: ghmc nuts numpyro (--quick: ghmc nuts)",
+        "--samplers", nargs="+", default=None, choices=ALL,
+        help="default: all (--quick: ghmc-std ghmc-rep ghmc-exact nuts-std nuts-exact)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
+    parser.add_argument("--plot", type=Path, default=None, help="ratio plot (PNG)")
+    parser.add_argument(
+        "--plot-from", type=Path, nargs="+", default=None,
+        help="JSON results files to tabulate and plot instead of running",
+    )  # fmt: skip
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
+    if args.plot_from:
+        results = [r for p in args.plot_from for r in json.loads(p.read_text())]
+        print_tables(results)
+        if args.plot:
+            plot(results, args.plot)
+        return results
     widths = args.widths or ([32, 128] if args.quick else [32, 128, 512, 2048])
     if args.samplers is None:
-        args.samplers = ["ghmc", "nuts"] if args.quick else ["ghmc", "nuts", "numpyro"]
+        args.samplers = (
+            ["ghmc-std", "ghmc-rep", "ghmc-exact", "nuts-std", "nuts-exact"]
+            if args.quick
+            else ALL
+        )
     cfg = configs(args.quick) | {"progress": args.progress}
     print(
         f"# widebnn {widebnn.__version__}, jax {jax.__version__}, "
         f"device {jax.devices()[0].device_kind}, float64, python "
-        f"{platform.python_version()}, {os.cpu_count()} CPUs"
+        f"{platform.python_version()}, {os.cpu_count()} CPUs, d_in {args.d_in}, "
+        f"N {args.n_train}",
+        flush=True,
     )
     results = []
-    header = (
-        "| width | sampler | reparam | ESS med | ESS min | R-hat max | accept | "
-        "grads | s | ESS/grad | ESS/s | step |"
-    )
-    print(header)
-    print("|" + "---|" * 12)
     for width in widths:
-        for sampler in args.samplers:
-            reparams = ["none"] if sampler == "numpyro" else ["none", "repriorised"]
-            for reparam in reparams:
-                if sampler == "numpyro":
-                    r = run_numpyro(width, cfg)
-                else:
-                    r = run_blackjax(width, sampler, reparam, cfg)
-                r |= {"width": width, "sampler": sampler, "reparam": reparam}
-                results.append(r)
-                print(
-                    f"| {width} | {sampler} | {reparam} | {r['ess_median']:.0f} | "
-                    f"{r['ess_min']:.0f} | {r['rhat_max']:.3f} | "
-                    f"{r['acceptance']:.2f} | {r['grads']:,} | {r['seconds']:.2f} | "
-                    f"{r['ess_per_grad']:.2e} | {r['ess_per_second']:.1f} | "
-                    f"{r.get('step_size', float('nan')):.4f} |",
-                    flush=True,
-                )
-    print("\n| width | sampler | rep/std ESS per grad | rep/std ESS per s |")
-    print("|---|---|---|---|")
-    for width in widths:
-        for sampler in ("ghmc", "nuts"):
-            pair = {
-                r["reparam"]: r
-                for r in results
-                if r["width"] == width and r["sampler"] == sampler
-            }
-            if len(pair) == 2:
-                rep, std = pair["repriorised"], pair["none"]
-                print(
-                    f"| {width} | {sampler} | "
-                    f"{rep['ess_per_grad'] / std['ess_per_grad']:.1f} | "
-                    f"{rep['ess_per_second'] / std['ess_per_second']:.1f} |"
-                )
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1))
+        problem = make_problem(width, args.d_in, args.n_train)
+        for name in args.samplers:
+            if name == "numpyro":
+                r = run_numpyro(problem, cfg)
+            else:
+                r = run_blackjax(name, problem, cfg)
+            r |= {"width": width, "sampler": name, "d_in": args.d_in}
+            results.append(r)
+            print(json.dumps(r), flush=True)
+            if args.out:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(results, indent=1))
+    print()
+    print_tables(results)
+    if args.plot:
+        plot(results, args.plot)
     return results
 
 
