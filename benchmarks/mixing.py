@@ -262,7 +262,7 @@ def main(argv=None):
     parser.add_argument("--n-train", type=int, default=128)
     parser.add_argument(
         "--samplers", nargs="+", default=None, choices=ALL,
-        help="default: all (--quick: ghmc-std ghmc-rep ghmc-exact nuts-std nuts-exact)",
+        help="default: all (--quick: ghmc-std ghmc-exact nuts-exact)",
     )  # fmt: skip
     parser.add_argument("--out", type=Path, default=None, help="JSON results file")
     parser.add_argument("--plot", type=Path, default=None, help="ratio plot (PNG)")
@@ -280,11 +280,7 @@ def main(argv=None):
         return results
     widths = args.widths or ([32, 128] if args.quick else [32, 128, 512, 2048])
     if args.samplers is None:
-        args.samplers = (
-            ["ghmc-std", "ghmc-rep", "ghmc-exact", "nuts-std", "nuts-exact"]
-            if args.quick
-            else ALL
-        )
+        args.samplers = ["ghmc-std", "ghmc-exact", "nuts-exact"] if args.quick else ALL
     cfg = configs(args.quick) | {"progress": args.progress}
     print(
         f"# widebnn {widebnn.__version__}, jax {jax.__version__}, "
