@@ -1,9 +1,10 @@
 """GHMC warm-up and the per-algorithm transition builders used by ``hmc``.
 
 The transitions are BlackJAX kernels (``blackjax.mcmc.ghmc``/``hmc``/``nuts``
-``build_kernel``); this module only chooses their arguments and tunes the GHMC step
-size (dual averaging with full momentum refresh, which avoids the too-small steps
-that adaptation under persistent momentum gives).
+``build_kernel``; for GHMC with another integrator than leapfrog, the same kernel
+assembled from BlackJAX's pieces); this module chooses their arguments and tunes
+the GHMC step size (dual averaging with full momentum refresh, which avoids the
+too-small steps that adaptation under persistent momentum gives).
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import jax
 import jax.numpy as jnp
 from blackjax.adaptation.base import get_filter_adapt_info_fn
 from blackjax.adaptation.step_size import dual_averaging_adaptation
+from blackjax.mcmc import ghmc, hmc, metrics
+from blackjax.mcmc.integrators import IntegratorState
+from blackjax.mcmc.proposal import nonreversible_slice_sampling
+from jax.flatten_util import ravel_pytree
 
 
 def _ghmc_kernel(integrator, divergence_threshold=1000):
     """``blackjax.mcmc.ghmc``'s kernel with a choice of integrator (BlackJAX's own
     always uses leapfrog): persistent momentum, one integration step, the
     non-reversible slice acceptance, momentum flip; same arguments and state."""
-    from blackjax.mcmc import ghmc, hmc, metrics
-    from blackjax.mcmc.integrators import IntegratorState
-    from blackjax.mcmc.proposal import nonreversible_slice_sampling
-    from jax.flatten_util import ravel_pytree
 
     def kernel(key, state, logdensity_fn, step_size, inverse_scale, alpha, delta):
         metric = metrics.default_metric(ravel_pytree(inverse_scale)[0] ** 2)
