@@ -6,9 +6,11 @@ readout W_std = 1, b_std = 0.1), noise sigma = 0.1, N = 128 training points of
 inputs. Samplers (4 chains each, prior initialisation, each tuned by its own
 warm-up):
 
-* ``ghmc-std`` / ``ghmc-rep``: GHMC with one leapfrog step and beta = 0.01 (the
-  reference setting), step size by dual averaging (full refresh during warm-up),
-  on the parameters / on the repriorised coordinates;
+* ``ghmc-std`` / ``ghmc-rep``: GHMC with one leapfrog step, step size by dual
+  averaging (full refresh during warm-up), on the parameters / on the repriorised
+  coordinates; momentum refresh beta = min(1, step/tau) with tau = 1, the package
+  default (``--refresh-time``), or a fixed beta (``--momentum-refresh 0.01`` is
+  the reference setting);
 * ``ghmc-exact``: ``ghmc-rep`` with ``exact_readout=True`` (the chain moves the
   hidden weights only; every kept draw gets an exact readout);
 * ``ghmc-exact-split``: ``ghmc-exact`` with the Gaussian-split integrator
@@ -28,6 +30,7 @@ Usage::
 
     python benchmarks/mixing.py --quick                 # smoke check, < 2 min idle
     python benchmarks/mixing.py --widths 512            # the headline width
+    python benchmarks/mixing.py --momentum-refresh 0.01 # reference beta = 0.01
     python benchmarks/mixing.py --out r.json            # all widths, all samplers
     python benchmarks/mixing.py --plot-from r.json --plot ratio.png
 """
@@ -135,6 +138,7 @@ def run_blackjax(name, problem, cfg):
         stats["acceptance_rate"].mean(),
         warmup_grads=post.num_warmup_grad_evals,
         step_size=float(np.mean(stats["step_size"][:, 0])),
+        momentum_refresh=float(np.mean(post.settings.get("momentum_refresh", np.nan))),
         divergences=int(stats["diverging"].sum()),
         nonfinite=int(stats["nonfinite"].sum()),
         grads_per_draw=float(stats["n_steps"].mean()),
@@ -187,15 +191,22 @@ def configs(quick):
 
 
 def ratios(results):
-    """Rows ``(width, rep, std, ESS/grad ratio, ESS/s ratio, min-ESS/grad ratio)``."""
-    by_key = {(r["width"], r["sampler"]): r for r in results}
+    """Rows ``(width, rep, std, ESS/grad ratio, ESS/s ratio, min-ESS/grad ratio)``
+    between runs of the same GHMC setting (``rep``/``std`` carry it when not the
+    default, e.g. ``ghmc-std [beta=0.01]``); NUTS pairs with any setting."""
+    by_key = {(r["width"], label(r)): r for r in results}
+    settings = sorted({setting(r) for r in results})
     rows = []
     for width in sorted({r["width"] for r in results}):
-        for rep, std in PAIRS:
-            a, b = by_key.get((width, rep)), by_key.get((width, std))
+        for tag, (rep, std) in [(t, pair) for t in settings for pair in PAIRS]:
+            if not rep.startswith("ghmc") and tag != settings[0]:
+                continue  # NUTS pairs: once
+            rep_l = rep + tag if rep.startswith("ghmc") else rep
+            std_l = std + tag if std.startswith("ghmc") else std
+            a, b = by_key.get((width, rep_l)), by_key.get((width, std_l))
             if a and b:
                 rows.append((
-                    width, rep, std,
+                    width, rep_l, std_l,
                     a["ess_per_grad"] / b["ess_per_grad"],
                     a["ess_per_second"] / b["ess_per_second"],
                     (a["ess_min"] / a["grads"]) / (b["ess_min"] / b["grads"]),
@@ -203,19 +214,33 @@ def ratios(results):
     return rows
 
 
+def setting(result):
+    """The GHMC setting of a result as a label suffix ('' for tau = 1)."""
+    beta = result.get("ghmc_momentum_refresh")
+    if beta is None and result.get("refresh_time", 1.0) == 1.0:
+        return ""
+    return f" [beta={beta}]" if beta is not None else f" [tau={result['refresh_time']}]"
+
+
+def label(result):
+    name = result["sampler"]
+    return name + setting(result) if name.startswith("ghmc") else name
+
+
 def print_tables(results):
     print(
         "| width | sampler | ESS med | ESS min | R-hat max | accept | grads | "
-        "grads/draw | s | ESS/grad | ESS/s | step |"
+        "grads/draw | s | ESS/grad | ESS/s | step | beta |"
     )
-    print("|" + "---|" * 12)
+    print("|" + "---|" * 13)
     for r in results:
         print(
-            f"| {r['width']} | {r['sampler']} | {r['ess_median']:.0f} | "
+            f"| {r['width']} | {label(r)} | {r['ess_median']:.0f} | "
             f"{r['ess_min']:.0f} | {r['rhat_max']:.3f} | {r['acceptance']:.2f} | "
             f"{r['grads']:,} | {r['grads_per_draw']:.0f} | {r['seconds']:.1f} | "
             f"{r['ess_per_grad']:.2e} | {r['ess_per_second']:.2f} | "
-            f"{r.get('step_size', float('nan')):.4f} |"
+            f"{r.get('step_size', float('nan')):.4f} | "
+            f"{r.get('momentum_refresh', float('nan')):.3f} |"
         )
     print("\n| width | repriorised | standard | ESS/grad ratio | ESS/s ratio | "
           "min-ESS/grad ratio |")  # fmt: skip
@@ -233,14 +258,13 @@ def plot(results, path):
 
     rows = ratios(results)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
-    for (rep, std), marker in zip(PAIRS, "osD^vP", strict=True):
+    pairs = list(dict.fromkeys((row[1], row[2]) for row in rows))
+    for (rep, std), marker in zip(pairs, "osD^vPXh*<>p", strict=False):
         mine = [row for row in rows if row[1] == rep and row[2] == std]
-        if not mine:
-            continue
         widths = [row[0] for row in mine]
-        label = f"{rep} / {std}"
-        axes[0].plot(widths, [row[3] for row in mine], marker=marker, label=label)
-        axes[1].plot(widths, [row[4] for row in mine], marker=marker, label=label)
+        name = f"{rep} / {std}"
+        axes[0].plot(widths, [row[3] for row in mine], marker=marker, label=name)
+        axes[1].plot(widths, [row[4] for row in mine], marker=marker, label=name)
     for ax, title in zip(axes, ("ESS per gradient", "ESS per second (CPU)"),
                          strict=True):  # fmt: skip
         ax.set_xscale("log", base=2)
@@ -270,6 +294,18 @@ def main(argv=None):
         "--plot-from", type=Path, nargs="+", default=None,
         help="JSON results files to tabulate and plot instead of running",
     )  # fmt: skip
+    parser.add_argument(
+        "--momentum-refresh", type=float, default=None,
+        help="fixed GHMC beta (the reference setting is 0.01)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--refresh-time", type=float, default=None,
+        help="GHMC tau: beta = min(1, step/tau) (default 1)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--num-samples", type=int, default=None,
+        help="GHMC kept draws per chain (default 5000, thin 2)",
+    )  # fmt: skip
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
     if args.plot_from:
@@ -282,6 +318,12 @@ def main(argv=None):
     if args.samplers is None:
         args.samplers = ["ghmc-std", "ghmc-exact", "nuts-exact"] if args.quick else ALL
     cfg = configs(args.quick) | {"progress": args.progress}
+    cfg["ghmc"] |= {
+        "momentum_refresh": args.momentum_refresh,
+        "refresh_time": args.refresh_time,
+    }
+    if args.num_samples:
+        cfg["ghmc"]["num_samples"] = args.num_samples
     print(
         f"# widebnn {widebnn.__version__}, jax {jax.__version__}, "
         f"device {jax.devices()[0].device_kind}, float64, python "
@@ -298,6 +340,11 @@ def main(argv=None):
             else:
                 r = run_blackjax(name, problem, cfg)
             r |= {"width": width, "sampler": name, "d_in": args.d_in}
+            if name.startswith("ghmc"):
+                r |= {
+                    "ghmc_momentum_refresh": args.momentum_refresh,
+                    "refresh_time": args.refresh_time or 1.0,
+                }
             results.append(r)
             print(json.dumps(r), flush=True)
             if args.out:

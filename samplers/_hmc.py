@@ -45,7 +45,8 @@ class _Config(NamedTuple):
     thin: int
     step_size: float | None
     target_acceptance: float
-    momentum_refresh: float
+    momentum_refresh: float | None
+    refresh_time: float
     num_integration_steps: int
     max_num_doublings: int
     initial_step_size: float
@@ -72,6 +73,20 @@ def _check_unit(value, name, *, open_low=True):
     value = float(value)
     if not (0 < value <= 1 if open_low else 0 <= value <= 1):
         raise ValueError(f"{name} must be in (0, 1], got {value}.")
+    return value
+
+
+def _momentum_refresh(config, eps):
+    """GHMC's per-chain beta: fixed, or ``min(1, step_size / refresh_time)``."""
+    if config.momentum_refresh is not None:
+        return jnp.full(jnp.shape(eps), config.momentum_refresh)
+    return jnp.minimum(1.0, eps / config.refresh_time)
+
+
+def _check_positive(value, name):
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}.")
     return value
 
 
@@ -152,11 +167,12 @@ def _warmup(model, config, init_key, warm_key, x, y):
     unit = jnp.ones((num_chains, flat_size))
     if config.step_size is not None:
         eps = jnp.full((num_chains,), config.step_size)
-        vstep = jax.vmap(step, in_axes=(0, 0, 0, 0, None))
+        alpha = _momentum_refresh(config, eps)
+        vstep = jax.vmap(step)
 
         def body(states, k):
             keys = jax.random.split(k, num_chains)
-            states, info = vstep(keys, states, eps, unit, config.momentum_refresh)
+            states, info = vstep(keys, states, eps, unit, alpha)
             return states, jnp.sum(info.num_integration_steps)
 
         keys = jax.random.split(warm_key, config.num_warmup)
@@ -179,11 +195,12 @@ def _chunk(model, config, size, states, key, x, y, x_pred, eps, imm):
     step = build_step(
         config.algorithm, logdensity, config, _integrator(model, config, x)
     )
-    vstep = jax.vmap(step, (0, 0, 0, 0, None))
+    vstep = jax.vmap(step)
+    alpha = _momentum_refresh(config, eps)
 
     def transition(states, k):
         keys = jax.random.split(k, num_chains)
-        states, info = vstep(keys, states, eps, imm, config.momentum_refresh)
+        states, info = vstep(keys, states, eps, imm, alpha)
         stats = {
             "acceptance_rate": info.acceptance_rate,
             "diverging": info.is_divergent,
@@ -249,7 +266,8 @@ def hmc(
     kernel_reg: float | None = None,
     path: str = "auto",
     target_acceptance: float | None = None,
-    momentum_refresh: float = 0.01,
+    momentum_refresh: float | None = None,
+    refresh_time: float | None = None,
     num_integration_steps: int = 10,
     max_num_doublings: int = 10,
     initial_step_size: float = 0.01,
@@ -266,10 +284,19 @@ def hmc(
     :func:`repriorise`); with ``"none"`` on :math:`\theta` itself.
 
     * ``"ghmc"``: ``blackjax.ghmc`` (one leapfrog step per transition, persistent
-      momentum :math:`\alpha=\beta=` ``momentum_refresh``, non-reversible slice
-      :math:`\delta=\beta/2`, unit mass). Warm-up: dual averaging of one step size
-      shared by the chains towards ``target_acceptance`` (default 0.9) with full
-      momentum refresh, in two windows.
+      momentum :math:`p \leftarrow \sqrt{1-\beta}\,p + \sqrt\beta\,\xi`,
+      non-reversible slice :math:`\delta=\beta/2`, unit mass). Warm-up: dual
+      averaging of one step size shared by the chains towards
+      ``target_acceptance`` (default 0.9) with full momentum refresh, in two
+      windows. Then :math:`\beta = \min(1, \varepsilon/\tau)` with
+      :math:`\tau` = ``refresh_time`` (default 1): the same momentum noise per
+      unit of simulated time whatever the tuned step :math:`\varepsilon`, so a
+      chain that takes larger steps also refreshes more per step. (Under
+      near-Gaussian dynamics each coordinate's energy :math:`(q^2+p^2)/2` is
+      nearly conserved and changes only through the refresh, so functions of
+      the weights' magnitudes, like predictions, mix at the rate
+      :math:`1/\tau` per unit time; see ``benchmarks/README.md``.) A fixed
+      ``momentum_refresh`` overrides this.
     * ``"hmc"`` (``num_integration_steps`` leapfrog steps) and ``"nuts"``:
       ``blackjax.window_adaptation`` per chain (step size and diagonal mass,
       target acceptance default 0.8).
@@ -302,7 +329,12 @@ def hmc(
         kernel_reg: :math:`k` of the repriorisation (default ``noise_std**2``).
         path: static; ``"auto"``, ``"primal"`` or ``"dual"`` (see :func:`repriorise`).
         target_acceptance: target of the step-size adaptation.
-        momentum_refresh: GHMC momentum refresh :math:`\beta \in (0, 1]`.
+        momentum_refresh: a fixed GHMC momentum refresh :math:`\beta \in (0, 1]`
+            per transition (``None``: from ``refresh_time``).
+        refresh_time: GHMC momentum decay time :math:`\tau > 0` in units of
+            simulated time, :math:`\beta = \min(1, \varepsilon/\tau)` (default
+            1; not together with ``momentum_refresh``). The :math:`\beta` used is
+            in ``settings["momentum_refresh"]`` (one per chain).
         num_integration_steps: static; leapfrog steps of ``"hmc"``.
         max_num_doublings: static; maximum tree depth of ``"nuts"``.
         initial_step_size: starting point of the GHMC step-size adaptation.
@@ -371,6 +403,11 @@ def hmc(
     num_chains = _check_int(num_chains, "num_chains", 1)
     num_samples = _check_int(num_samples, "num_samples", 1)
     chunk_size = min(_check_int(chunk_size, "chunk_size", 1), num_samples)
+    if momentum_refresh is not None and refresh_time is not None:
+        raise ValueError(
+            "momentum_refresh and refresh_time both given: momentum_refresh fixes "
+            "beta, refresh_time sets beta = min(1, step_size / refresh_time)."
+        )
     target = (
         DEFAULT_TARGET[algorithm] if target_acceptance is None else target_acceptance
     )
@@ -382,7 +419,14 @@ def hmc(
         thin=_check_int(thin, "thin", 1),
         step_size=None if step_size is None else float(step_size),
         target_acceptance=_check_unit(target, "target_acceptance"),
-        momentum_refresh=_check_unit(momentum_refresh, "momentum_refresh"),
+        momentum_refresh=(
+            None
+            if momentum_refresh is None
+            else _check_unit(momentum_refresh, "momentum_refresh")
+        ),
+        refresh_time=_check_positive(
+            1.0 if refresh_time is None else refresh_time, "refresh_time"
+        ),
         num_integration_steps=_check_int(
             num_integration_steps, "num_integration_steps", 1
         ),
@@ -433,6 +477,8 @@ def hmc(
 
     stats = {k: swap(v) for k, v in out["stats"].items()}
     stats["step_size"] = np.broadcast_to(np.asarray(eps)[:, None], stats["lp"].shape)
+    if algorithm == "ghmc":
+        settings["momentum_refresh"] = np.asarray(_momentum_refresh(config, eps))
     settings["inverse_mass_matrix"] = np.asarray(imm)
     settings["chunk_seconds"] = seconds
     return Posterior(

@@ -60,6 +60,9 @@ def tiny_relu(width=3, noise=SIGMA):
         ({"step_size": -0.1}, "step_size"),
         ({"num_warmup": 0}, "num_warmup"),
         ({"momentum_refresh": 0.0}, "momentum_refresh"),
+        ({"refresh_time": 0.0}, "refresh_time"),
+        ({"refresh_time": math.inf}, "refresh_time"),
+        ({"momentum_refresh": 0.1, "refresh_time": 1.0}, "refresh_time"),
         ({"kernel_reg": -1.0}, "kernel_reg"),
     ],
 )
@@ -87,6 +90,46 @@ def test_posterior_layout_counts_and_arviz():
     assert idata.posterior["f"].shape == (4, 7, 5, 1)
     assert "readout_W" in idata.posterior
     assert idata.sample_stats["diverging"].dtype == bool
+
+
+@pytest.mark.parametrize(
+    "kwargs, beta",
+    [
+        ({}, 0.3),  # default refresh_time 1: beta = step_size
+        ({"refresh_time": 2.0}, 0.15),
+        ({"refresh_time": 0.1}, 1.0),  # clipped
+        ({"momentum_refresh": 0.2}, 0.2),
+    ],
+)
+def test_ghmc_momentum_refresh_follows_refresh_time(kwargs, beta):
+    model, x, y, _, _ = linear_problem()
+    post = samplers.hmc(
+        model, x, y, num_warmup=1, num_samples=2, step_size=0.3,
+        key=jax.random.key(1), progress=False, **kwargs,
+    )  # fmt: skip
+    np.testing.assert_allclose(post.settings["momentum_refresh"], np.full(4, beta))
+
+
+def test_ghmc_full_refresh_forgets_the_momentum():
+    """beta = 1 (refresh_time below the step) redraws the momentum every
+    transition: on a flat-ish target the successive moves are uncorrelated, while
+    beta = 0.01 keeps them aligned (the persistent direction)."""
+    model, x, y, _, _ = linear_problem()
+
+    def move_correlation(**kwargs):
+        post = samplers.hmc(
+            model, x, y, num_warmup=1, num_samples=400, step_size=0.05,
+            key=jax.random.key(4), progress=False, num_chains=2, **kwargs,
+        )  # fmt: skip
+        draws = readout_draws(post)
+        moves = np.diff(draws, axis=1).reshape(-1, draws.shape[-1])
+        a, b = moves[:-1].ravel(), moves[1:].ravel()
+        return np.corrcoef(a, b)[0, 1]
+
+    # Lag-1 correlation of successive moves: ~0 under full refresh (MALA-like
+    # moves, correlation O(step^2)), near 1 under persistent momentum.
+    assert abs(move_correlation(refresh_time=0.01)) < 0.2
+    assert move_correlation(momentum_refresh=0.01) > 0.8
 
 
 def nan_relu_body(width):
