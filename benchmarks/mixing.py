@@ -215,11 +215,16 @@ def ratios(results):
 
 
 def setting(result):
-    """The GHMC setting of a result as a label suffix ('' for tau = 1)."""
+    """The GHMC setting of a result as a label suffix ('' for the defaults)."""
+    parts = []
     beta = result.get("ghmc_momentum_refresh")
-    if beta is None and result.get("refresh_time", 1.0) == 1.0:
-        return ""
-    return f" [beta={beta}]" if beta is not None else f" [tau={result['refresh_time']}]"
+    if beta is not None:
+        parts.append(f"beta={beta}")
+    elif result.get("refresh_time", 1.0) != 1.0:
+        parts.append(f"tau={result['refresh_time']}")
+    if result.get("target_acceptance") is not None:
+        parts.append(f"target={result['target_acceptance']}")
+    return f" [{', '.join(parts)}]" if parts else ""
 
 
 def label(result):
@@ -303,6 +308,10 @@ def main(argv=None):
         help="GHMC tau: beta = min(1, step/tau) (default 1)",
     )  # fmt: skip
     parser.add_argument(
+        "--target-acceptance", type=float, default=None,
+        help="GHMC step-size adaptation target (default 0.9)",
+    )  # fmt: skip
+    parser.add_argument(
         "--num-samples", type=int, default=None,
         help="GHMC kept draws per chain (default 5000, thin 2)",
     )  # fmt: skip
@@ -321,6 +330,7 @@ def main(argv=None):
     cfg["ghmc"] |= {
         "momentum_refresh": args.momentum_refresh,
         "refresh_time": args.refresh_time,
+        "target_acceptance": args.target_acceptance,
     }
     if args.num_samples:
         cfg["ghmc"]["num_samples"] = args.num_samples
@@ -344,6 +354,7 @@ def main(argv=None):
                 r |= {
                     "ghmc_momentum_refresh": args.momentum_refresh,
                     "refresh_time": args.refresh_time or 1.0,
+                    "target_acceptance": args.target_acceptance,
                 }
             results.append(r)
             print(json.dumps(r), flush=True)
