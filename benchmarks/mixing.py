@@ -315,6 +315,11 @@ def main(argv=None):
         "--num-samples", type=int, default=None,
         help="GHMC kept draws per chain (default 5000, thin 2)",
     )  # fmt: skip
+    parser.add_argument(
+        "--nuts-iterations", type=int, nargs=2, default=None,
+        metavar=("WARMUP", "SAMPLES"),
+        help="NUTS/NumPyro warm-up and kept draws per chain (default 200 200)",
+    )  # fmt: skip
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args(argv)
     if args.plot_from:
@@ -334,6 +339,11 @@ def main(argv=None):
     }
     if args.num_samples:
         cfg["ghmc"]["num_samples"] = args.num_samples
+    if args.nuts_iterations:
+        warmup, samples = args.nuts_iterations
+        for name in ("nuts", "numpyro"):
+            cfg[name] |= {"num_warmup": warmup, "num_samples": samples}
+        cfg["nuts"]["chunk_size"] = min(cfg["nuts"]["chunk_size"], samples)
     print(
         f"# widebnn {widebnn.__version__}, jax {jax.__version__}, "
         f"device {jax.devices()[0].device_kind}, float64, python "
