@@ -138,7 +138,11 @@ def run_blackjax(name, problem, cfg):
         stats["acceptance_rate"].mean(),
         warmup_grads=post.num_warmup_grad_evals,
         step_size=float(np.mean(stats["step_size"][:, 0])),
-        momentum_refresh=float(np.mean(post.settings.get("momentum_refresh", np.nan))),
+        momentum_refresh=(
+            float(np.mean(post.settings["momentum_refresh"]))
+            if algorithm == "ghmc"
+            else float("nan")  # NUTS has no momentum refresh
+        ),
         divergences=int(stats["diverging"].sum()),
         nonfinite=int(stats["nonfinite"].sum()),
         grads_per_draw=float(stats["n_steps"].mean()),
