@@ -396,10 +396,8 @@ def hmc(
             f"exact_readout=True needs kernel_reg = noise_std**2 "
             f"({float(model.noise_std) ** 2}), got {kernel_reg}."
         )
-    if step_size is not None and not (
-        math.isfinite(float(step_size)) and float(step_size) > 0
-    ):
-        raise ValueError(f"step_size must be a finite number > 0, got {step_size}.")
+    if step_size is not None:
+        step_size = _check_positive(step_size, "step_size")
     num_chains = _check_int(num_chains, "num_chains", 1)
     num_samples = _check_int(num_samples, "num_samples", 1)
     chunk_size = min(_check_int(chunk_size, "chunk_size", 1), num_samples)
@@ -417,7 +415,7 @@ def hmc(
         num_chains=num_chains,
         num_warmup=_check_int(num_warmup, "num_warmup", 0),
         thin=_check_int(thin, "thin", 1),
-        step_size=None if step_size is None else float(step_size),
+        step_size=step_size,
         target_acceptance=_check_unit(target, "target_acceptance"),
         momentum_refresh=(
             None
