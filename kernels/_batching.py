@@ -5,18 +5,25 @@ tiles of ``batch_size x batch_size`` pairs (ragged edges are padded, so no
 divisibility rule), computes ``mesh.size`` tiles at a time, one per device, with
 ``jax.shard_map``, and assembles the result in host memory. For ``x2=None`` only
 the tiles on and above the diagonal are computed; the others are their transposes.
-With ``checkpoint_dir``, every finished tile is written to its own ``.npz`` file
-(temporary file, then an atomic rename; loaded with ``allow_pickle=False``) and a
-later call with the same inputs loads those tiles and computes only the missing
-ones.
+With ``checkpoint_dir``, every finished tile is an entry ``tile-<i>-<j>.npz`` of a
+checkpoint store (``kernels/_store.py``: atomic writes, checksums, no pickle) whose
+fingerprint has four parts:
+
+* ``network``: rounded digests of the requested kernels on fixed pseudo-random
+  probe inputs of the inputs' trailing shape and dtype (unmasked), computed by the
+  same compiled tile function (one tile group of extra work per call);
+* ``inputs``: exact digests of ``x1`` and ``x2``;
+* ``masks``: exact digests of ``mask1`` and ``mask2``;
+* ``settings``: ``batch_size``, ``get``, symmetry, the keyword arguments and the
+  widebnn version.
+
+A later call with ``resume=True`` and the same fingerprint loads the saved tiles
+and computes only the missing ones.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import pathlib
 from collections.abc import Sequence
 
 import jax
@@ -28,41 +35,10 @@ from tqdm.auto import tqdm
 from ._checks import check_positive_int
 from ._inputs import validate_get
 from ._kernel import Layer
+from ._store import Store, hash_exact, hash_rounded, jsonable, package_version
 
-_FORMAT = 1
-
-
-def _write_tile(path: pathlib.Path, arrays: dict[str, np.ndarray]) -> None:
-    """Writes one tile atomically: a temporary file in the same folder, renamed."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def _read_tile(path: pathlib.Path, names, shape_of) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as data:
-        arrays = {name: data[name] for name in names if name in data.files}
-    for name in names:
-        if name not in arrays or arrays[name].shape != shape_of(name):
-            raise ValueError(
-                f"checkpoint tile {path} does not hold {name} of shape "
-                f"{shape_of(name)}; delete it (or the folder) to recompute."
-            )
-    return arrays
-
-
-def _fingerprint(arrays, settings) -> str:
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for array in arrays:
-        if array is None:
-            digest.update(b"none")
-        else:
-            digest.update(str((array.shape, array.dtype.str)).encode())
-            digest.update(np.ascontiguousarray(array).tobytes())
-    return digest.hexdigest()
+_PROBE_SEED = 20240611
+_PROBE_ENTRIES = 8  # probe digests cover the first 8 x 8 pairs of a tile
 
 
 def _pad_rows(array, size):
@@ -94,14 +70,18 @@ class BatchedKernel:
         batch_size: side of a square tile.
         mesh: the :class:`jax.sharding.Mesh` whose devices compute tiles together.
         checkpoint_dir: folder of saved tiles, or ``None``.
+        resume: whether the first call continues the tiles saved in
+            ``checkpoint_dir`` (later calls always continue the folder the first
+            call opened).
         progress: whether a progress bar is shown.
     """
 
-    def __init__(self, kernel, batch_size, mesh, checkpoint_dir, progress):
+    def __init__(self, kernel, batch_size, mesh, checkpoint_dir, resume, progress):
         self._kernel = kernel
         self.batch_size = batch_size
         self.mesh = mesh
         self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
         self.progress = progress
         self._spec = PartitionSpec(tuple(mesh.axis_names))
         self._compiled = {}
@@ -240,22 +220,25 @@ class BatchedKernel:
                         : c1 - c0, : r1 - r0
                     ]
 
-        folder = self._prepare_folder(
-            x1,
-            None if symmetric else x2,
-            m1,
-            None if symmetric else m2,
+        store = self._open_store(
+            (cross_fn, diag_fn),
+            sharding,
+            (x1, None if symmetric else x2),
+            (m1, None if symmetric else m2),
             names,
             size,
             kwargs,
         )
         todo = []
         for i, j in tiles:
-            path = None if folder is None else folder / f"tile-{i}-{j}.npz"
-            if path is not None and path.exists():
-                place(i, j, _read_tile(path, names, lambda n: (size, size, *rest[n])))
-            else:
-                todo.append((i, j, path))
+            name = f"tile-{i}-{j}"
+            if store is not None:
+                expected = {n: ((size, size, *rest[n]), dtypes[n]) for n in names}
+                arrays = store.load(name, expected)
+                if arrays is not None:
+                    place(i, j, arrays)
+                    continue
+            todo.append((i, j, name))
 
         bar = tqdm(
             total=len(tiles),
@@ -280,55 +263,87 @@ class BatchedKernel:
                         args.append(m2p[_tile_rows(padded, 1, size)])
                 result = fn(*[jax.device_put(a, sharding) for a in args])
                 if pending is not None:
-                    self._finish(*pending, names, size, place, bar)
+                    self._finish(*pending, store, names, size, place, bar)
                 pending = (group, result)
             if pending is not None:
-                self._finish(*pending, names, size, place, bar)
+                self._finish(*pending, store, names, size, place, bar)
         finally:
             bar.close()
         values = tuple(jnp.asarray(outputs[n]) for n in names)
         return values[0] if isinstance(get, str) else values
 
     @staticmethod
-    def _finish(group, result, names, size, place, bar):
+    def _finish(group, result, store, names, size, place, bar):
         host = [np.asarray(r) for r in result]
-        for k, (i, j, path) in enumerate(group):
+        for k, (i, j, name) in enumerate(group):
             arrays = {
                 n: h[k * size : (k + 1) * size]
                 for n, h in zip(names, host, strict=True)
             }
-            if path is not None:
-                _write_tile(path, arrays)
+            if store is not None:
+                store.save(name, arrays)
             place(i, j, arrays)
             bar.update(1)
 
-    def _prepare_folder(self, x1, x2, m1, m2, names, size, kwargs):
+    def _open_store(self, fns, sharding, inputs, masks, names, size, kwargs):
+        """The checkpoint store of this call, or ``None`` without a folder."""
         if self.checkpoint_dir is None:
             return None
-        folder = pathlib.Path(self.checkpoint_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        settings = {
-            "format": _FORMAT,
-            "batch_size": size,
-            "get": list(names),
-            "symmetric": x2 is None,
-            "kwargs": sorted(repr(item) for item in kwargs.items()),
+        (x1, x2), (m1, m2) = inputs, masks
+
+        def fingerprint():
+            settings = {
+                "batch_size": size,
+                "get": list(names),
+                "symmetric": x2 is None,
+                "kwargs": {k: jsonable(v) for k, v in sorted(kwargs.items())},
+                "widebnn_version": package_version(),
+            }
+            return {
+                "network": self._probe(fns, sharding, inputs, masks, names, size),
+                "inputs": {"x1": hash_exact(x1), "x2": hash_exact(x2)},
+                "masks": {"mask1": hash_exact(m1), "mask2": hash_exact(m2)},
+                "settings": settings,
+            }
+
+        store = Store(
+            self.checkpoint_dir,
+            fingerprint,
+            resume=self.resume,
+            argument="checkpoint_dir",
+            kind="widebnn.kernels.batched",
+        )
+        self.resume = True  # later calls continue the folder this call opened
+        return store
+
+    def _probe(self, fns, sharding, inputs, masks, names, size):
+        """Digests of the kernel on fixed pseudo-random inputs (no padding).
+
+        One group of tiles of the same compiled function as the real tiles, on
+        rows alternately of scale 1 and 3; the first ``8 x 8`` pairs are hashed.
+        """
+        (cross_fn, diag_fn), (x1, x2) = fns, inputs
+        rows = self.mesh.size * size
+        rng = np.random.default_rng(_PROBE_SEED)
+
+        def like(a):
+            scale = np.where(np.arange(rows) % 2, 3.0, 1.0)
+            scale = scale.reshape(-1, *[1] * (a.ndim - 1))
+            return (rng.standard_normal((rows, *a.shape[1:])) * scale).astype(a.dtype)
+
+        symmetric = x2 is None
+        args = [like(x1)] if symmetric else [like(x1), like(x2)]
+        if masks[0] is not None:
+            args += [np.zeros((rows, *masks[0].shape[1:]), bool)]
+            if not symmetric:
+                args += [np.zeros((rows, *masks[1].shape[1:]), bool)]
+        fn = diag_fn if symmetric else cross_fn
+        result = fn(*[jax.device_put(a, sharding) for a in args])
+        m = min(size, _PROBE_ENTRIES)
+        return {
+            n: hash_rounded(np.asarray(r)[:m, :m])
+            for n, r in zip(names, result, strict=True)
         }
-        meta = dict(settings, fingerprint=_fingerprint([x1, x2, m1, m2], settings))
-        meta_path = folder / "meta.json"
-        if meta_path.exists():
-            saved = json.loads(meta_path.read_text())
-            if saved != meta:
-                raise ValueError(
-                    f"checkpoint_dir {folder} holds tiles of a different computation "
-                    "(other inputs, batch size, get or keyword arguments); use an "
-                    "empty folder."
-                )
-        else:
-            tmp = folder / f".meta.json.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(meta, indent=1))
-            os.replace(tmp, meta_path)
-        return folder
 
 
 def _groups(items, n):
@@ -347,6 +362,7 @@ def batched(
     *,
     mesh: jax.sharding.Mesh | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
     progress: bool = True,
 ) -> BatchedKernel:
     """Computes a large kernel matrix in tiles, over every local device.
@@ -359,12 +375,17 @@ def batched(
     only tiles on and above the diagonal are computed (diagonal tiles with
     ``x2=None``, as the unbatched kernel does).
 
-    With ``checkpoint_dir``, each tile is saved once finished (``.npz``, written
-    to a temporary file and renamed, read back without pickle), and a later call
-    with the same inputs, ``batch_size``, ``get`` and keyword arguments resumes:
-    tiles on disk are loaded, only missing ones are computed. The folder records a
-    fingerprint of the inputs and refuses different ones; it cannot fingerprint
-    the kernel itself, so use a fresh folder for a new network or hyperparameters.
+    With ``checkpoint_dir``, each tile is saved once finished (``.npz`` with a
+    SHA-256 checksum per array, written to a temporary file and renamed, read back
+    without pickle) next to a fingerprint of the computation: the network (its
+    kernels on fixed probe inputs), the inputs, the masks, ``batch_size``, ``get``
+    and the keyword arguments. ``resume=False`` starts: the folder must be missing
+    or empty. ``resume=True`` continues: the folder must hold a fingerprint equal
+    to this call's (the error names the parts that differ), saved tiles are
+    loaded and only missing ones are computed; a damaged tile (truncated, empty,
+    bit-flipped) is deleted and recomputed with a warning naming its file. Later
+    calls of the same wrapper continue the folder its first call opened. The
+    fingerprint costs one group of tiles on probe inputs per call.
 
     The wrapper is not jittable (it loops in Python and writes files); do not wrap
     it in ``jax.jit``.
@@ -376,6 +397,8 @@ def batched(
         batch_size: static; side of a tile (``>= 1``).
         mesh: devices to use; default a 1-D mesh of ``jax.local_devices()``.
         checkpoint_dir: folder for saved tiles, or ``None``.
+        resume: ``False`` to start in a missing or empty ``checkpoint_dir``,
+            ``True`` to continue the tiles saved there.
         progress: show a ``tqdm`` progress bar over tiles.
 
     Returns:
@@ -383,8 +406,13 @@ def batched(
         mask1=None, mask2=None, **kwargs)`` returning what ``kernel`` returns.
 
     Raises:
-        ValueError: if ``batch_size`` is not a positive integer.
-        TypeError: if ``kernel`` is not callable or ``mesh`` not a ``Mesh``.
+        ValueError: if ``batch_size`` is not a positive integer, or ``resume=True``
+            without a ``checkpoint_dir``; when called, naming ``checkpoint_dir``,
+            for a path that is a file, ``resume=False`` on a folder holding files,
+            ``resume=True`` on a missing folder or one without a fingerprint, or a
+            fingerprint that differs.
+        TypeError: if ``kernel`` is not callable, ``mesh`` not a ``Mesh`` or
+            ``resume`` not a bool.
 
     Example:
         >>> import jax.numpy as jnp
@@ -405,4 +433,12 @@ def batched(
         )
     elif not isinstance(mesh, jax.sharding.Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh, got {type(mesh)}.")
-    return BatchedKernel(kernel, batch_size, mesh, checkpoint_dir, progress)
+    if not isinstance(resume, bool):
+        raise TypeError(f"resume must be True or False, got {resume!r}.")
+    if resume and checkpoint_dir is None:
+        raise ValueError("resume=True needs a checkpoint_dir.")
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, str | os.PathLike):
+        raise TypeError(
+            f"checkpoint_dir must be a path or None, got {type(checkpoint_dir)}."
+        )
+    return BatchedKernel(kernel, batch_size, mesh, checkpoint_dir, resume, progress)

@@ -29,7 +29,7 @@ from ._reprior import (
     position_to_params,
     resolve_kernel_reg,
 )
-from ._run import Checkpoint, fingerprint, run_chunks
+from ._run import Checkpoint, run_chunks, run_fingerprint
 
 ALGORITHMS = ("ghmc", "hmc", "nuts")
 INTEGRATORS = ("leapfrog", "gaussian_split")
@@ -262,6 +262,7 @@ def hmc(
     key,
     progress: bool = True,
     checkpoint=None,
+    resume: bool = False,
     x_pred=None,
     kernel_reg: float | None = None,
     path: str = "auto",
@@ -322,9 +323,15 @@ def hmc(
         progress: show a tqdm bar (updated after every chunk).
         checkpoint: a run directory or ``None``. After warm-up and after every
             chunk the state, tuned parameters and draws are written there
-            (atomically, ``.npz``, no pickle); a restarted run with the same
-            arguments continues and returns exactly the draws of an uninterrupted
-            run.
+            (atomically, ``.npz`` with checksums, no pickle), next to a
+            fingerprint of the run (network, data, key, settings; see
+            ``docs/architecture.md``). A run continued with ``resume=True`` and
+            the same arguments returns exactly the draws of an uninterrupted
+            run; a damaged file is recomputed with a warning naming it.
+        resume: ``False`` (default) starts a run: ``checkpoint`` must be missing
+            or empty. ``True`` continues the run saved in ``checkpoint``: it must
+            exist and its fingerprint must match this call (the error names the
+            parts that differ).
         x_pred: ``(M, *S, C)`` inputs of the predictions (default ``x``).
         kernel_reg: :math:`k` of the repriorisation (default ``noise_std**2``).
         path: static; ``"auto"``, ``"primal"`` or ``"dual"`` (see :func:`repriorise`).
@@ -360,7 +367,10 @@ def hmc(
 
     Raises:
         ValueError: naming the argument, for bad data (``y`` not 2-D, lengths that
-            differ, NaN), an unknown ``algorithm``/``reparam`` or bad settings.
+            differ, NaN), an unknown ``algorithm``/``reparam`` or bad settings;
+            naming ``checkpoint``, for a path that is a file, ``resume=False``
+            on a directory holding files, ``resume=True`` on a missing directory
+            or one without a checkpoint, or a fingerprint that differs.
 
     References:
         Hron et al., ICML 2022 (arXiv:2206.07673); Hoffman & Gelman, JMLR 2014
@@ -445,14 +455,11 @@ def hmc(
     settings.pop("sharding")
     settings.update(num_samples=num_samples, chunk_size=chunk_size)
 
-    key_data = key
-    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
-        key_data = jax.random.key_data(key)
-    meta = fingerprint(
-        settings | {"model": repr(model)},
-        {"key": key_data, "x": x, "y": y, "x_pred": x_pred},
+    run_dir = Checkpoint(
+        checkpoint,
+        lambda: run_fingerprint(model, x, y, x_pred, key, settings),
+        resume=resume,
     )
-    run_dir = Checkpoint(checkpoint, meta)
     init_key, warm_key, sample_key = jax.random.split(key, 3)
     warm_args = (model, config, init_key, warm_key, x, y)
     states, eps, imm, warm_grads = run_dir.stage(

@@ -1,116 +1,167 @@
 """Chunked execution with a progress bar and atomic checkpoints (no pickle).
 
 A run is a warm-up stage followed by ``num_chunks`` calls of one jitted chunk
-function. With a checkpoint directory, the result of every stage is written to its
-own ``.npz`` file (leaves of a pytree whose structure the restarted run rebuilds
-from the same arguments), through a temporary file and an atomic ``os.replace``; a
-restarted run with the same arguments reads the finished stages back and continues,
-and gives exactly the draws of an uninterrupted run (the chunk keys are
-``fold_in(key, chunk_index)``).
+function. With a checkpoint directory (a :class:`widebnn.kernels._store.Store`),
+the result of every stage is written to its own ``.npz`` entry (the leaves of a
+pytree whose structure the restarted run rebuilds from the same arguments), with
+checksums, atomically; a run restarted with ``resume=True`` and the same arguments
+reads the finished stages back and continues, and gives exactly the draws of an
+uninterrupted run (the chunk keys are ``fold_in(key, chunk_index)``).
+
+The fingerprint of a sampler run (:func:`run_fingerprint`) has five parts:
+
+* ``network``: the model's class, its scalar attributes (``width``, ``noise_std``,
+  ...), and digests (rounded, see the store) of its behaviour on fixed probe
+  inputs of the data's trailing shape and dtype: a prior draw ``model.init`` with a
+  fixed key, ``features``, ``predict``, ``log_prior``, ``log_likelihood`` and
+  ``prior_std`` at that draw. Two networks that agree on all of these (for example
+  layers whose difference the probe inputs never reach) are not told apart;
+* ``inputs``: exact digests of ``x``, ``y`` and ``x_pred``;
+* ``key``: the PRNG key (implementation and key data);
+* ``settings``: every sampler setting (algorithm, reparameterisation, chains,
+  warm-up, thinning, step size, ..., draws, chunk size) and the widebnn version.
+
+Not fingerprinted: the machine, the JAX/XLA versions and ``progress``. A resume
+on another machine or software stack is accepted but need not be bit-exact.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
+import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
+from tqdm.auto import tqdm
+from widebnn.kernels._store import (
+    Store,
+    hash_exact,
+    hash_key,
+    hash_rounded,
+    package_version,
+)
 
-META = "meta.json"
-
-
-def fingerprint(settings: dict[str, Any], arrays: dict[str, Any]) -> dict[str, Any]:
-    """JSON-able description of a run: its settings and hashes of its data/keys."""
-    hashes = {}
-    for name, value in arrays.items():
-        if value is None:
-            hashes[name] = None
-            continue
-        value = np.asarray(value)
-        digest = hashlib.sha256(value.tobytes()).hexdigest()
-        hashes[name] = f"{value.dtype}{list(value.shape)}:{digest[:32]}"
-    return {"settings": settings, "arrays": hashes}
+_PROBE_ROWS = 4
+_PROBE_SEED = 20240611
 
 
-def _atomic_write_bytes(path: Path, write: Callable[[Any], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+def model_fingerprint(model, x_shape, x_dtype, y_shape, y_dtype) -> dict[str, Any]:
+    """Fingerprint of a sampler model: its class, scalars and probed behaviour.
 
+    Args:
+        model: a model with the sampler protocol.
+        x_shape: shape of the training inputs ``(N, *S, C)``.
+        x_dtype: their dtype.
+        y_shape: shape of the targets ``(N, d)``.
+        y_dtype: their dtype.
 
-def save_tree(path: Path, tree) -> None:
-    """Writes the leaves of ``tree`` to ``path`` (``.npz``) atomically."""
-    leaves = jax.tree_util.tree_leaves(tree)
-    arrays = {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
-    _atomic_write_bytes(path, lambda handle: np.savez(handle, **arrays))
-
-
-def load_tree(path: Path, template):
-    """Reads leaves written by :func:`save_tree` into the structure of ``template``.
-
-    Raises:
-        ValueError: if the file does not match the template's leaves.
+    Returns:
+        A JSON-able dict (see the module docstring).
     """
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    with np.load(path, allow_pickle=False) as data:
-        if len(data.files) != len(leaves):
-            raise ValueError(f"checkpoint file {path} does not match this run.")
-        loaded = [data[f"leaf_{i:04d}"] for i in range(len(leaves))]
-    for value, leaf in zip(loaded, leaves, strict=True):
-        if value.shape != tuple(leaf.shape) or value.dtype != leaf.dtype:
-            raise ValueError(f"checkpoint file {path} does not match this run.")
-    return jax.tree_util.tree_unflatten(treedef, [jax.numpy.asarray(v) for v in loaded])
+    rng = np.random.default_rng(_PROBE_SEED)
+    shape = (_PROBE_ROWS, *x_shape[1:])
+    scales = np.array([1.0, 3.0] * (_PROBE_ROWS // 2)).reshape(
+        -1, *[1] * len(shape[1:])
+    )
+    x = (rng.standard_normal(shape) * scales).astype(x_dtype)
+    y = rng.standard_normal((_PROBE_ROWS, *y_shape[1:])).astype(y_dtype)
+    params = model.init(jax.random.key(_PROBE_SEED), shape)
+    hidden = model.split_readout(params)[0]
+    behaviour = {
+        "init": hash_rounded(params),
+        "features": hash_rounded(model.features(hidden, x)),
+        "predict": hash_rounded(model.predict(params, x)),
+        "log_prior": hash_rounded(model.log_prior(params)),
+        "log_likelihood": hash_rounded(model.log_likelihood(params, x, y)),
+    }
+    if hasattr(model, "prior_std"):
+        behaviour["prior_std"] = hash_rounded(model.prior_std(params))
+    scalars = {
+        name: value
+        for name, value in sorted(getattr(model, "__dict__", {}).items())
+        if value is None or isinstance(value, bool | int | float | str)
+    }
+    kind = type(model)
+    return {
+        "class": f"{kind.__module__}.{kind.__qualname__}",
+        "hyperparameters": scalars,
+        "behaviour": behaviour,
+    }
+
+
+def run_fingerprint(model, x, y, x_pred, key, settings) -> dict[str, Any]:
+    """The fingerprint of a sampler run (see the module docstring)."""
+    return {
+        "network": model_fingerprint(model, x.shape, x.dtype, y.shape, y.dtype),
+        "inputs": {
+            "x": hash_exact(x),
+            "y": hash_exact(y),
+            "x_pred": hash_exact(x_pred),
+        },
+        "key": hash_key(key),
+        "settings": dict(settings, widebnn_version=package_version()),
+    }
+
+
+def _tree_arrays(tree) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_leaves(tree)
+    return {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}
 
 
 class Checkpoint:
     """A run directory, or a no-op when ``directory`` is ``None``.
 
     Args:
-        directory: path of the run directory (created if missing), or ``None``.
-        meta: the run's :func:`fingerprint`; a directory written by a run with a
-            different fingerprint is refused.
+        directory: path of the run directory, or ``None``.
+        fingerprint: ``() -> dict``, the run's :func:`run_fingerprint` (only
+            called with a directory).
+        resume: ``False`` to start a new run (the directory must be missing or
+            empty), ``True`` to continue the run saved there.
 
     Raises:
-        ValueError: if the directory holds a run with different arguments.
+        ValueError: naming ``checkpoint``, see :class:`Store`; also if ``resume``
+            is True without a directory.
     """
 
-    def __init__(self, directory, meta: dict[str, Any]):
-        self.directory = None if directory is None else Path(directory)
-        if self.directory is None:
+    def __init__(self, directory, fingerprint: Callable[[], dict], *, resume=False):
+        if not isinstance(resume, bool):
+            raise TypeError(f"resume must be True or False, got {resume!r}.")
+        if directory is None:
+            if resume:
+                raise ValueError("resume=True needs a checkpoint directory.")
+            self.store = None
             return
-        self.directory.mkdir(parents=True, exist_ok=True)
-        meta_path = self.directory / META
-        text = json.dumps(meta, sort_keys=True, indent=1)
-        if meta_path.exists():
-            if json.loads(meta_path.read_text()) != json.loads(text):
-                raise ValueError(
-                    f"checkpoint {self.directory} was written by a run with different "
-                    "arguments; use a new directory."
-                )
-        else:
-            _atomic_write_bytes(meta_path, lambda handle: handle.write(text.encode()))
+        self.store = Store(
+            directory,
+            fingerprint,
+            resume=resume,
+            argument="checkpoint",
+            kind="widebnn.samplers.hmc",
+        )
 
     def stage(self, name: str, compute: Callable[[], Any], template_fn: Callable):
-        """Returns the saved result of stage ``name`` or computes and saves it."""
-        if self.directory is None:
+        """Returns the saved result of stage ``name`` or computes and saves it.
+
+        A damaged file is recomputed (with a warning naming it); an intact file
+        whose arrays do not match ``template_fn()`` is refused (``ValueError``).
+        """
+        if self.store is None:
             return compute()
-        path = self.directory / f"{name}.npz"
-        if path.exists():
-            return load_tree(path, template_fn())
+        if self.store.path(name).exists():
+            template = template_fn()
+            leaves, treedef = jax.tree_util.tree_flatten(template)
+            names = [f"leaf_{i:04d}" for i in range(len(leaves))]
+            expected = {
+                n: (leaf.shape, leaf.dtype)
+                for n, leaf in zip(names, leaves, strict=True)
+            }
+            arrays = self.store.load(name, expected)
+            if arrays is not None:
+                values = [jax.numpy.asarray(arrays[n]) for n in names]
+                return jax.tree_util.tree_unflatten(treedef, values)
         result = jax.block_until_ready(compute())
-        save_tree(path, result)
+        self.store.save(name, _tree_arrays(result))
         return result
 
 
@@ -140,10 +191,6 @@ def run_chunks(
         ``(state, outputs, seconds)``: the chunks' outputs concatenated on axis 0
         (numpy) and the wall time of each chunk (the first includes compilation).
     """
-    import time
-
-    from tqdm.auto import tqdm
-
     outputs, seconds = [], []
     templates: dict[int, Any] = {}
     bar = tqdm(total=sum(sizes), desc=desc, unit="draw", disable=not progress)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from widebnn.kernels import _batching
+from widebnn.kernels import _store
 
 from widebnn import kernels
 
@@ -147,16 +147,16 @@ def test_resume_after_interruption(tmp_path, monkeypatch, symmetric):
     x2 = None if symmetric else _x(9, 9)
     uninterrupted = kernels.batched(rbf_kernel, 3, progress=False)(x1, x2)
 
-    real_write = _batching._write_tile
+    real_save = _store.Store.save
     written = []
 
-    def interrupt_after_five(path, arrays):
+    def interrupt_after_five(self, name, arrays):
         if len(written) == 5:
             raise KeyboardInterrupt("simulated interruption")
-        real_write(path, arrays)
-        written.append(path.name)
+        real_save(self, name, arrays)
+        written.append(f"{name}.npz")
 
-    monkeypatch.setattr(_batching, "_write_tile", interrupt_after_five)
+    monkeypatch.setattr(_store.Store, "save", interrupt_after_five)
     fn = kernels.batched(rbf_kernel, 3, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(KeyboardInterrupt):
         fn(x1, x2)
@@ -166,12 +166,14 @@ def test_resume_after_interruption(tmp_path, monkeypatch, symmetric):
 
     recomputed = []
 
-    def recording(path, arrays):
-        real_write(path, arrays)
-        recomputed.append(path.name)
+    def recording(self, name, arrays):
+        real_save(self, name, arrays)
+        recomputed.append(f"{name}.npz")
 
-    monkeypatch.setattr(_batching, "_write_tile", recording)
-    resumed = kernels.batched(rbf_kernel, 3, checkpoint_dir=tmp_path, progress=False)
+    monkeypatch.setattr(_store.Store, "save", recording)
+    resumed = kernels.batched(
+        rbf_kernel, 3, checkpoint_dir=tmp_path, resume=True, progress=False
+    )
     result = resumed(x1, x2)
     for got, expected in zip(result, uninterrupted, strict=True):
         np.testing.assert_array_equal(got, expected)
@@ -188,15 +190,214 @@ def test_resume_after_interruption(tmp_path, monkeypatch, symmetric):
     np.testing.assert_array_equal(again[0], uninterrupted[0])
 
 
+def test_resume_after_kill_mid_write(tmp_path, monkeypatch):
+    """A tile write that dies half-way leaves no file; the resumed run is exact."""
+    x = _x(10, 12)
+    uninterrupted = kernels.batched(rbf_kernel, 3, progress=False)(x, get="nngp")
+    calls = {"n": 0}
+    real_savez = np.savez
+
+    def dying_savez(handle, **arrays):
+        if calls["n"] == 3:
+            handle.write(b"PK\x03\x04 half a file")
+            raise KeyboardInterrupt("killed")
+        calls["n"] += 1
+        real_savez(handle, **arrays)
+
+    monkeypatch.setattr(_store.np, "savez", dying_savez)
+    with pytest.raises(KeyboardInterrupt):
+        kernels.batched(rbf_kernel, 3, checkpoint_dir=tmp_path, progress=False)(
+            x, get="nngp"
+        )
+    monkeypatch.undo()
+    assert len(_tile_files(tmp_path)) == 3
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    resumed = kernels.batched(
+        rbf_kernel, 3, checkpoint_dir=tmp_path, resume=True, progress=False
+    )(x, get="nngp")
+    np.testing.assert_array_equal(resumed, uninterrupted)
+
+
 def test_checkpoint_refuses_other_inputs(tmp_path):
     fn = kernels.batched(rbf_kernel, 4, checkpoint_dir=tmp_path, progress=False)
     fn(_x(6, 10), get="nngp")
-    with pytest.raises(ValueError, match="different computation"):
-        fn(_x(6, 11), get="nngp")
-    with pytest.raises(ValueError, match="different computation"):
-        kernels.batched(rbf_kernel, 3, checkpoint_dir=tmp_path, progress=False)(
-            _x(6, 10), get="nngp"
-        )
+    with pytest.raises(ValueError, match=r"these differ: inputs \(x1\)\."):
+        fn(_x(6, 11), get="nngp")  # a later call continues the same folder
+    with pytest.raises(ValueError, match=r"settings \(batch_size: 4 -> 3\)"):
+        kernels.batched(
+            rbf_kernel, 3, checkpoint_dir=tmp_path, resume=True, progress=False
+        )(_x(6, 10), get="nngp")
+    with pytest.raises(
+        ValueError, match=r"settings \(get: \[\"nngp\"\] -> \[\"ntk\"\]"
+    ):
+        fn(_x(6, 10), get="ntk")
+    with pytest.raises(ValueError, match=r"settings \(symmetric: true -> false\)"):
+        fn(_x(6, 10), _x(6, 10), get="nngp")
+    np.testing.assert_allclose(  # the saved run itself still resumes
+        fn(_x(6, 10), get="nngp"), rbf_numpy(_x(6, 10), _x(6, 10)), rtol=1e-13
+    )
+
+
+def masked_rbf(x1, x2, get, mask1=None, mask2=None):
+    """RBF kernel of sequences ``(N, L, d)`` over their unpadded positions."""
+    x2, mask2 = (x1, mask1) if x2 is None else (x2, mask2)
+    w1 = 1.0 if mask1 is None else ~mask1[..., None]
+    w2 = 1.0 if mask2 is None else ~mask2[..., None]
+    s1, s2 = jnp.sum(x1 * w1, 1), jnp.sum(x2 * w2, 1)
+    sq = jnp.sum((s1[:, None, :] - s2[None, :, :]) ** 2, axis=-1)
+    return tuple(jnp.exp(-0.5 * sq) for _ in get)
+
+
+def test_checkpoint_refuses_other_masks(tmp_path):
+    """Regression: tiles of other masks must not be reused (issue 17)."""
+    rng = np.random.default_rng(13)
+    x = rng.normal(size=(7, 4, 2))
+    mask_a = np.zeros((7, 4), bool)
+    mask_a[1, 3] = True
+    mask_b = mask_a.copy()
+    mask_b[4, 2:] = True
+    kernels.batched(masked_rbf, 3, checkpoint_dir=tmp_path, progress=False)(
+        x, get="nngp", mask1=mask_a
+    )
+    with pytest.raises(ValueError, match=r"these differ: masks \(mask1\)\."):
+        kernels.batched(
+            masked_rbf, 3, checkpoint_dir=tmp_path, resume=True, progress=False
+        )(x, get="nngp", mask1=mask_b)
+    with pytest.raises(ValueError, match=r"masks \(mask1\)"):  # no mask at all
+        kernels.batched(
+            masked_rbf, 3, checkpoint_dir=tmp_path, resume=True, progress=False
+        )(x, get="nngp")
+    fresh = kernels.batched(masked_rbf, 3, progress=False)
+    np.testing.assert_array_equal(
+        kernels.batched(
+            masked_rbf, 3, checkpoint_dir=tmp_path, resume=True, progress=False
+        )(x, get="nngp", mask1=mask_a),
+        fresh(x, get="nngp", mask1=mask_a),
+    )
+
+
+def _dense_net(activation, w_std):
+    return kernels.serial(kernels.Dense(8, w_std, 0.1), activation())
+
+
+def _one_device_mesh():
+    return jax.make_mesh(
+        (1,),
+        ("d",),
+        axis_types=(jax.sharding.AxisType.Auto,),
+        devices=jax.devices()[:1],
+    )
+
+
+@pytest.fixture(scope="module")
+def relu_tiles(tmp_path_factory):
+    """Tiles of a ReLU W_std=1.5 network, saved once for the module."""
+    folder = tmp_path_factory.mktemp("relu") / "tiles"
+    net, x = _dense_net(kernels.Relu, 1.5), _x(5, 14)
+    expected = kernels.batched(
+        net, 3, mesh=_one_device_mesh(), checkpoint_dir=folder, progress=False
+    )(x)
+    return folder, x, expected
+
+
+@pytest.mark.parametrize(
+    "other",
+    [
+        (kernels.Erf, 3.0),  # the case of issue 16: another activation and W_std
+        (kernels.Relu, 3.0),  # W_std alone
+        (kernels.Erf, 1.5),  # activation alone
+    ],
+)
+def test_checkpoint_refuses_another_network(relu_tiles, other):
+    folder, x, _ = relu_tiles
+    with pytest.raises(ValueError, match=r"these differ: network \(nngp; ntk\)\."):
+        kernels.batched(
+            _dense_net(*other),
+            3,
+            mesh=_one_device_mesh(),
+            checkpoint_dir=folder,
+            resume=True,
+            progress=False,
+        )(x)
+
+
+def test_same_network_resumes_exactly(relu_tiles, monkeypatch):
+    """A new but equal network object passes the fingerprint and reads back."""
+    folder, x, expected = relu_tiles
+
+    def no_writes(*args, **kwargs):
+        raise AssertionError("every tile is on disk")
+
+    monkeypatch.setattr(_store.Store, "save", no_writes)
+    got = kernels.batched(
+        _dense_net(kernels.Relu, 1.5),
+        3,
+        mesh=_one_device_mesh(),
+        checkpoint_dir=folder,
+        resume=True,
+        progress=False,
+    )(x)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_start_and_resume_are_explicit(tmp_path):
+    x = _x(5, 15)
+    with pytest.raises(ValueError, match="checkpoint_dir=.*does not exist"):
+        kernels.batched(
+            rbf_kernel,
+            3,
+            checkpoint_dir=tmp_path / "typo",
+            resume=True,
+            progress=False,
+        )(x)
+    assert not (tmp_path / "typo").exists()
+    kernels.batched(rbf_kernel, 3, checkpoint_dir=tmp_path, progress=False)(x)
+    with pytest.raises(ValueError, match="already holds a checkpoint.*resume=True"):
+        kernels.batched(rbf_kernel, 3, checkpoint_dir=tmp_path, progress=False)(x)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="checkpoint_dir=.*is an existing file"):
+        kernels.batched(
+            rbf_kernel, 3, checkpoint_dir=tmp_path / "file", progress=False
+        )(x)
+    with pytest.raises(ValueError, match="resume=True needs a checkpoint_dir"):
+        kernels.batched(rbf_kernel, 3, resume=True)
+    with pytest.raises(TypeError, match="resume"):
+        kernels.batched(rbf_kernel, 3, checkpoint_dir=tmp_path, resume=1)
+    with pytest.raises(TypeError, match="checkpoint_dir"):
+        kernels.batched(rbf_kernel, 3, checkpoint_dir=3)
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+def _flip_bit(path):
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _empty, _flip_bit])
+def test_damaged_tile_is_recomputed_with_a_warning(tmp_path, damage):
+    x = _x(8, 16)
+    expected = kernels.batched(rbf_kernel, 3, progress=False)(x)
+    kernels.batched(rbf_kernel, 3, checkpoint_dir=tmp_path, progress=False)(x)
+    tile = tmp_path / "tile-0-1.npz"
+    damage(tile)
+    fn = kernels.batched(
+        rbf_kernel, 3, checkpoint_dir=tmp_path, resume=True, progress=False
+    )
+    with pytest.warns(_store.CheckpointWarning, match=f"{tile}.*recomputed"):
+        result = fn(x)
+    for got, want in zip(result, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    with np.load(tile, allow_pickle=False) as data:
+        np.testing.assert_array_equal(data["nngp"], np.asarray(expected[0])[:3, 3:6])
 
 
 def test_bad_arguments():
@@ -215,3 +416,62 @@ def test_bad_arguments():
         fn(np.ones(3))
     with pytest.raises(ValueError, match="mask2"):
         fn(_x(3, 0), mask2=np.zeros(3, bool))
+
+
+_KILLED_CHILD = """
+import os, signal, sys
+import jax
+jax.config.update("jax_enable_x64", True)
+import numpy as np
+from widebnn import kernels
+from widebnn.kernels import _store
+
+def rbf_kernel(x1, x2, get):
+    import jax.numpy as jnp
+    x2 = x1 if x2 is None else x2
+    sq = jnp.sum((x1[:, None, :] - x2[None, :, :]) ** 2, axis=-1)
+    return tuple(jnp.exp(-0.5 * sq) * (1.0 if n == "nngp" else 2.0) for n in get)
+
+real_savez, calls = np.savez, [0]
+
+def dying_savez(handle, **arrays):
+    if calls[0] == 4:  # half of the fifth tile is on disk: kill -9
+        handle.write(b"PK\\x03\\x04 half a file")
+        handle.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    calls[0] += 1
+    real_savez(handle, **arrays)
+
+np.savez = dying_savez
+x = np.random.default_rng(17).normal(size=(10, 3))
+kernels.batched(rbf_kernel, 3, checkpoint_dir=sys.argv[1], progress=False)(x)
+"""
+
+
+@pytest.mark.slow  # a fresh Python process that imports JAX: ~10 s when busy
+def test_resume_after_kill_minus_nine(tmp_path):
+    """A real SIGKILL mid-write: the temporary file of the dead process is removed
+    on resume and the result is exact."""
+    import signal
+    import subprocess
+    import sys
+
+    folder = tmp_path / "tiles"
+    child = subprocess.run(
+        [sys.executable, "-c", _KILLED_CHILD, str(folder)],
+        env=dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu"),
+        capture_output=True,
+        timeout=300,
+    )
+    assert child.returncode == -signal.SIGKILL, child.stderr.decode()[-2000:]
+    temps = [f for f in os.listdir(folder) if f.endswith(".tmp")]
+    assert len(temps) == 1 and len(_tile_files(folder)) == 4
+    x = np.random.default_rng(17).normal(size=(10, 3))
+    resumed = kernels.batched(
+        rbf_kernel, 3, checkpoint_dir=folder, resume=True, progress=False
+    )(x)
+    expected = kernels.batched(rbf_kernel, 3, progress=False)(x)
+    for got, want in zip(resumed, expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert not [f for f in os.listdir(folder) if f.endswith(".tmp")]
+    assert len(_tile_files(folder)) == 10
