@@ -383,6 +383,8 @@ def _search(batch_fn, budget, batch_size, num_slots, progress):
                 budget.evidence.add(
                     log_ell[: used - 1] if num_proposals > 1 else log_ell[:1]
                 )
+                budget.add(used, len(hits))
+                bar.set_postfix_str(budget.postfix(), refresh=False)
                 break
             budget.evidence.add(log_ell)
             budget.add(valid, len(hits))
