@@ -34,7 +34,13 @@ import numpy as np
 
 from ._hmc import _check_int
 from ._platform import batch_map
-from ._rejection_bounds import BOUNDS, EvidenceAccumulator, log_likelihood_bound
+from ._rejection_bounds import (
+    BOUNDS,
+    DEFAULT_MAX_SECONDS,
+    RejectionBudgetError as RejectionBudgetError,
+    SearchBudget,
+    log_likelihood_bound,
+)
 from ._reprior import (
     check_data,
     log_marginal_likelihood,
@@ -98,32 +104,6 @@ class RejectionPosterior(NamedTuple):
         return int(self.predictions.shape[1])
 
 
-class RejectionBudgetError(RuntimeError):
-    """``max_proposals`` ran out before ``num_samples`` proposals were accepted.
-
-    Attributes:
-        num_accepted: proposals accepted so far.
-        num_proposals: proposals made (``max_proposals``).
-        acceptance_rate: ``num_accepted / num_proposals``.
-        expected_rate: :math:`\\hat Z/M` from the mean likelihood of all proposals
-            (available even with no acceptance).
-        expected_proposals: ``num_samples / expected_rate``, the expected total
-            number of proposals needed.
-    """
-
-    def __init__(
-        self, message, *, num_accepted, num_proposals, expected_rate, num_samples
-    ):
-        super().__init__(message)
-        self.num_accepted = num_accepted
-        self.num_proposals = num_proposals
-        self.acceptance_rate = num_accepted / num_proposals
-        self.expected_rate = expected_rate
-        self.expected_proposals = (
-            num_samples / expected_rate if expected_rate > 0 else math.inf
-        )
-
-
 def _proposal_keys(key, index):
     """Hidden-weight, uniform and readout keys of proposal ``index``."""
     return jax.random.split(jax.random.fold_in(key, index), 3)
@@ -182,7 +162,9 @@ def _batch(model, batch_size, num_slots, key, start, skip, x, y, x_pred, log_bou
     return log_ell, accept, draws
 
 
-def _check_options(model, x, y, num_samples, bound, batch_size, max_proposals):
+def _check_options(
+    model, x, y, num_samples, bound, batch_size, max_proposals, max_seconds
+):
     x, y = check_data(model, x, y)
     num_samples = _check_int(num_samples, "num_samples", 1)
     if bound not in BOUNDS:
@@ -199,7 +181,17 @@ def _check_options(model, x, y, num_samples, bound, batch_size, max_proposals):
             f"max_proposals must be None or an integer in [1, 2**32], got "
             f"{max_proposals!r}."
         )
-    return x, y, num_samples, batch_size, int(max_proposals)
+    if max_seconds is None:
+        max_seconds = math.inf
+    elif (
+        isinstance(max_seconds, bool)
+        or not isinstance(max_seconds, int | float | np.integer | np.floating)
+        or not 0 < max_seconds < math.inf
+    ):
+        raise ValueError(
+            f"max_seconds must be None or a finite number > 0, got {max_seconds!r}."
+        )
+    return x, y, num_samples, batch_size, int(max_proposals), float(max_seconds)
 
 
 def rejection(
@@ -212,6 +204,7 @@ def rejection(
     bound: str = "data",
     batch_size: int = 1024,
     max_proposals: int | None = None,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
     x_pred=None,
     progress: bool = True,
 ) -> RejectionPosterior:
@@ -223,6 +216,17 @@ def rejection(
     conditional (see the module docstring). The expected number of proposals is
     ``num_samples * M / Z``: feasible for a few to ~16 data points and a noise
     scale that is not too small (``reference/samplers_spec.md`` C.3).
+
+    The progress bar shows the proposals made, the estimated acceptance rate
+    :math:`\\hat Z/M` (the mean acceptance probability :math:`\\ell/M` of the
+    proposals so far; with no acceptance yet also the 95 % upper bound, about
+    3 / proposals) and the estimated time to the last draw. A run that cannot
+    finish within ``max_seconds`` stops early: after each doubling of the number
+    of proposals (from one second after the first, compiling batch on), if even
+    the 99.9 % upper confidence bound on the acceptance rate (from the counts)
+    and twice the measured speed put the end beyond ``max_seconds``, it raises
+    :class:`RejectionBudgetError` at once, so a hopeless run ends in seconds, with
+    the estimated rate, proposals and time it would need.
 
     Args:
         model: a model with the sampler protocol (e.g. :class:`widebnn.WideBNN`):
@@ -239,6 +243,9 @@ def rejection(
             not change the draws.
         max_proposals: the most proposals to make, or ``None`` (:math:`2^{32}`, the
             number of distinct proposal keys).
+        max_seconds: the most wall time to spend, compilation included (default
+            300: a run that needs more, or is projected to, stops with
+            :class:`RejectionBudgetError`); ``None`` for no limit.
         x_pred: ``(M, *S, C)`` inputs of the predictions (default ``x``).
         progress: show a tqdm bar of accepted draws.
 
@@ -249,9 +256,11 @@ def rejection(
     Raises:
         ValueError: naming the argument, for bad data (``y`` not 2-D, lengths that
             differ, NaN), an unknown ``bound`` or bad counts.
-        RejectionBudgetError: (a ``RuntimeError``) when ``max_proposals`` proposals
-            gave fewer than ``num_samples`` acceptances; the message gives the
-            acceptance rate seen and the expected number of proposals needed.
+        RejectionBudgetError: (a ``RuntimeError``) when ``max_proposals`` or
+            ``max_seconds`` ran out before ``num_samples`` acceptances, or the
+            projection above says ``max_seconds`` will; the message gives the
+            estimated acceptance rate, the proposals and time the draws need, and
+            what to change.
 
     Example:
         >>> import jax, jax.numpy as jnp
@@ -268,8 +277,8 @@ def rejection(
         Hron, Bahri, Novak, Pennington, Sohl-Dickstein, "Exact posterior
         distributions of wide Bayesian neural networks", 2020 (arXiv:2006.10541).
     """
-    x, y, num_samples, batch_size, max_proposals = _check_options(
-        model, x, y, num_samples, bound, batch_size, max_proposals
+    x, y, num_samples, batch_size, max_proposals, max_seconds = _check_options(
+        model, x, y, num_samples, bound, batch_size, max_proposals, max_seconds
     )
     x_pred = x if x_pred is None else jnp.asarray(x_pred)
     if x_pred.ndim != x.ndim or x_pred.shape[1:] != x.shape[1:]:
@@ -284,13 +293,14 @@ def rejection(
     )
     started = time.perf_counter()
     num_slots = min(num_samples, max(1, batch_size // SLOT_FRACTION))
+    budget = SearchBudget(
+        num_samples, log_bound, max_proposals, max_seconds, bound, started
+    )
     search = _search(
         partial(_batch, model, batch_size, num_slots, key, x=x, y=y, x_pred=x_pred),
-        log_bound,
-        num_samples,
+        budget,
         batch_size,
         num_slots,
-        max_proposals,
         progress,
     )
     params, predictions, log_lik = search["draws"]
@@ -300,6 +310,7 @@ def rejection(
         "num_samples": num_samples,
         "batch_size": batch_size,
         "max_proposals": max_proposals,
+        "max_seconds": max_seconds,  # inf: no limit
         "noise_std": float(model.noise_std),
         "num_nonfinite": search["num_nonfinite"],
         "max_log_ratio": search["max_log_ratio"],
@@ -323,30 +334,34 @@ def rejection(
     )
 
 
-def _search(
-    batch_fn, log_bound, num_samples, batch_size, num_slots, max_proposals, progress
-):
-    """Proposes in batches until ``num_samples`` acceptances (host loop).
+def _search(batch_fn, budget, batch_size, num_slots, progress):
+    """Proposes in batches until ``budget.num_samples`` acceptances (host loop).
 
     ``batch_fn(start, skip, log_bound=...)`` is :func:`_batch` with its static
     arguments and data bound. A batch with more than ``num_slots`` needed
-    acceptances is evaluated again (same keys) for the next slots.
+    acceptances is evaluated again (same keys) for the next slots. After every
+    batch that does not finish, ``budget.check()`` may end the run.
     """
     from tqdm.auto import tqdm
 
     draws, accepted_log_ell = [], []
-    evidence = EvidenceAccumulator()
-    num_nonfinite, max_log_ratio, start, num_accepted = 0, -math.inf, 0, 0
-    bar = tqdm(total=num_samples, desc="rejection", unit="draw", disable=not progress)
+    log_bound, num_samples = budget.log_bound, budget.num_samples
+    num_nonfinite, max_log_ratio, start = 0, -math.inf, 0
+    bar = tqdm(
+        total=num_samples,
+        desc="rejection",
+        unit="draw",
+        disable=not progress,
+        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} draws "
+        "[{elapsed}{postfix}]",
+    )
     with bar:
         while True:
-            if start >= max_proposals:
-                _raise_budget(evidence, log_bound, num_accepted, start, num_samples)
             log_ell, accept, slots = batch_fn(jnp.uint32(start), 0, log_bound=log_bound)
-            valid = min(batch_size, max_proposals - start)
+            valid = min(batch_size, budget.max_proposals - start)
             log_ell = np.asarray(log_ell)[:valid]
             hits = np.flatnonzero(np.asarray(accept)[:valid])
-            need = num_samples - num_accepted
+            need = num_samples - budget.num_accepted
             done = len(hits) >= need
             hits = hits[:need]
             for skip in range(0, len(hits), num_slots):
@@ -359,42 +374,28 @@ def _search(
             max_log_ratio = max(
                 max_log_ratio, float(np.max(log_ell[:used])) - log_bound
             )
-            num_accepted += len(hits)
             accepted_log_ell.extend(log_ell[hits].tolist())
             bar.update(len(hits))
             if done:
                 # Mean of l over the proposals before the last acceptance: unbiased
                 # for Z under the stop-at-the-k-th-acceptance rule.
                 num_proposals = start + used
-                evidence.add(log_ell[: used - 1] if num_proposals > 1 else log_ell[:1])
+                budget.evidence.add(
+                    log_ell[: used - 1] if num_proposals > 1 else log_ell[:1]
+                )
+                budget.add(used, len(hits))
+                bar.set_postfix_str(budget.postfix(), refresh=False)
                 break
-            evidence.add(log_ell)
+            budget.evidence.add(log_ell)
+            budget.add(valid, len(hits))
             start += valid
-            bar.set_postfix(
-                proposals=start, rate=f"{num_accepted / start:.3g}", refresh=False
-            )
+            bar.set_postfix_str(budget.postfix(), refresh=False)
+            budget.check()
     return {
         "draws": jax.tree.map(lambda *parts: np.concatenate(parts, axis=0), *draws),
         "log_ell": accepted_log_ell,
         "num_proposals": num_proposals,
-        "evidence": evidence,
+        "evidence": budget.evidence,
         "num_nonfinite": num_nonfinite,
         "max_log_ratio": max_log_ratio,
     }
-
-
-def _raise_budget(evidence, log_bound, num_accepted, num_proposals, num_samples):
-    expected_rate = math.exp(min(evidence.log_mean() - log_bound, 0.0))
-    expected = num_samples / expected_rate if expected_rate > 0 else math.inf
-    raise RejectionBudgetError(
-        f"max_proposals={num_proposals} exhausted with {num_accepted} of "
-        f"num_samples={num_samples} accepted (acceptance rate "
-        f"{num_accepted / num_proposals:.3g}; the mean likelihood of the proposals "
-        f"gives Z/M = {expected_rate:.3g}). About {expected:.3g} proposals are "
-        "expected to be needed: raise max_proposals, use bound='data', fewer data "
-        "points or a larger noise_std.",
-        num_accepted=num_accepted,
-        num_proposals=num_proposals,
-        expected_rate=expected_rate,
-        num_samples=num_samples,
-    )

@@ -268,9 +268,16 @@ def _print_files(files):
 
 
 def demo_command(args: argparse.Namespace) -> int:
-    """``widebnn demo``: the whole pipeline on the built-in 1-D regression."""
+    """``widebnn demo``: the whole pipeline on the built-in 1-D regression, in
+    float64 (turned on here, before any JAX operation)."""
+    _jax()
+    out = _out_dir(args.out)
+    probe = out / ".widebnn-demo-write-test"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise InputError(f"--out: cannot write to {out}: {error.strerror}") from None
     from ._demo import run_demo
 
-    return run_demo(
-        pathlib.Path(args.out), quick=args.quick, progress=not args.no_progress
-    )
+    return run_demo(out, quick=args.quick, progress=not args.no_progress)

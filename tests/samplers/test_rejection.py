@@ -8,6 +8,7 @@ in numpy. Statistical tests use fixed seeds and state their false-alarm rates
 binomial law (the sampler stops at the ``num_samples``-th acceptance).
 """
 
+import functools
 import math
 
 import jax
@@ -135,6 +136,10 @@ def relu_nngp(a, b):
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"max_proposals": 0}, ValueError, "max_proposals"),
         ({"max_proposals": 2**33}, ValueError, "max_proposals"),
+        ({"max_seconds": 0}, ValueError, "max_seconds"),
+        ({"max_seconds": -1.0}, ValueError, "max_seconds"),
+        ({"max_seconds": float("inf")}, ValueError, "max_seconds"),
+        ({"max_seconds": "60"}, ValueError, "max_seconds"),
         ({"x_pred": np.zeros((3, 5))}, ValueError, "x_pred"),
     ],
 )
@@ -313,9 +318,116 @@ def test_nonfinite_likelihoods_are_rejections_and_budget_error():
     error = info.value
     assert isinstance(error, RuntimeError)
     assert error.num_proposals == budget and error.num_accepted == 29
-    assert "max_proposals" in str(error) and "expected" in str(error)
+    assert "max_proposals=" in str(error)
+    assert f"about {error.expected_proposals:.2g} proposals" in str(error)
     # the expected count comes from Z-hat / M, a sensible order of magnitude
     assert 0.2 < error.expected_proposals / post.num_proposals < 5
+
+
+# --- budget: estimates, early stop, advice -----------------------------------------
+HOPELESS_N = 80
+
+
+@functools.cache
+def hopeless_problem():
+    """Linear regression on 80 points: every proposal has likelihood Z, so the
+    acceptance rate is exactly Z/M (about 1e-18 with the prior bound M0). One
+    model object for all tests, so that the sampler compiles once."""
+    model, x, y, _, _, log_z = linear_problem(n=HOPELESS_N)
+    log_m0 = -0.5 * HOPELESS_N * math.log(2 * math.pi * SIGMA**2)
+    return model, x, y, math.exp(log_z - log_m0)
+
+
+def test_budget_error_states_the_closed_form_rate_and_needed_proposals():
+    """With every likelihood equal to Z, the estimated rate in the error is Z/M0
+    from the closed form; the expected proposals are num_samples / rate; with no
+    acceptance, the 95 % bound is the Clopper-Pearson bound 1 - 0.05^(1/n) (the
+    rule of three, ~3/n); the advice names bound='data' for the prior bound."""
+    model, x, y, rate = hopeless_problem()
+    assert 1e-25 < rate < 1e-15  # P(any acceptance in 2048 proposals) < 3e-12
+    with pytest.raises(samplers.RejectionBudgetError) as info:
+        samplers.rejection(
+            model, x, y, num_samples=300, key=jax.random.key(0), bound="prior",
+            batch_size=256, max_proposals=2048, progress=False,
+        )  # fmt: skip
+    error, message = info.value, str(info.value)
+    assert error.num_accepted == 0 and error.num_proposals == 2048
+    np.testing.assert_allclose(error.expected_rate, rate, rtol=1e-9)
+    np.testing.assert_allclose(error.expected_proposals, 300 / rate, rtol=1e-9)
+    upper = 1 - 0.05 ** (1 / 2048)
+    np.testing.assert_allclose(error.rate_upper, upper, rtol=1e-9)
+    assert 2.9 / 2048 < error.rate_upper < 3.1 / 2048
+    assert f"Estimated acceptance rate {rate:.2g}" in message
+    assert f"below {upper:.2g} at 95 %" in message
+    assert f"about {300 / rate:.2g} proposals" in message
+    assert "proposals/s" in message and "max_proposals=2048 reached" in message
+    assert "bound='data'" in message  # not the default here: worth suggesting
+    assert error.expected_seconds > 0
+
+
+def test_budget_advice_does_not_suggest_the_default_bound():
+    model, x, y, _ = hopeless_problem()
+    with pytest.raises(samplers.RejectionBudgetError) as info:
+        samplers.rejection(
+            model, x, y, num_samples=40, key=jax.random.key(0), batch_size=256,
+            max_proposals=512, progress=False,
+        )  # fmt: skip
+    message = str(info.value)
+    assert "bound=" not in message
+    for advice in ("fewer data points", "larger noise_std", "samplers.hmc"):
+        assert advice in message
+
+
+def test_max_seconds_ends_the_run():
+    """A budget shorter than one batch ends the run after its first batch."""
+    model, x, y, _ = hopeless_problem()
+    with pytest.raises(samplers.RejectionBudgetError, match="max_seconds=0.001"):
+        samplers.rejection(
+            model, x, y, num_samples=40, key=jax.random.key(0), batch_size=256,
+            max_seconds=0.001, progress=False,
+        )  # fmt: skip
+
+
+def test_hopeless_run_stops_early_at_the_default_budget():
+    """At the default max_seconds (300 s) a run whose 99.9 % rate bound already
+    needs far more stops at the first look, a second after compiling, not after
+    300 s (or 2^32 proposals: hours)."""
+    model, x, y, _ = hopeless_problem()
+    with pytest.raises(samplers.RejectionBudgetError) as info:
+        samplers.rejection(
+            model, x, y, num_samples=100_000, key=jax.random.key(0),
+            batch_size=256, progress=False,
+        )  # fmt: skip
+    error = info.value
+    assert "upper confidence bound" in str(error)
+    assert "max_seconds=300" in str(error)
+    assert error.seconds < 150 and error.num_accepted == 0
+
+
+def test_rate_upper_bound_is_clopper_pearson():
+    """Against scipy's beta quantile (the Clopper-Pearson upper limit)."""
+    from widebnn.samplers._rejection_bounds import rate_upper_bound
+
+    for k, n, level in ((0, 100, 0.05), (3, 1000, 0.05), (7, 50, 1e-3)):
+        expected = scipy.stats.beta.ppf(1 - level, k + 1, n - k)
+        np.testing.assert_allclose(rate_upper_bound(k, n, level), expected, rtol=1e-9)
+    assert rate_upper_bound(5, 5, 0.05) == 1.0
+
+
+def test_progress_bar_shows_rate_bound_and_eta(capsys):
+    """The bar's text: proposals, the estimated rate Z-hat/M (closed form here),
+    the 95 % bound while nothing is accepted, and an ETA."""
+    model, x, y, rate = hopeless_problem()
+    with pytest.raises(samplers.RejectionBudgetError):
+        samplers.rejection(
+            model, x, y, num_samples=40, key=jax.random.key(0), bound="prior",
+            batch_size=256, max_proposals=1024, progress=True,
+        )  # fmt: skip
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "proposals=1.02e+03" in bar, bar
+    assert f"rate~{rate:.2g}" in bar, bar
+    assert f"(<{1 - 0.05 ** (1 / 1024):.2g} at 95%)" in bar, bar
+    assert "ETA~" in bar and "0/40 draws" in bar, bar
 
 
 # --- MCMC vs exact (D.16) -----------------------------------------------------------

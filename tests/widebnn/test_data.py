@@ -4,6 +4,7 @@ import jax
 import numpy as np
 import pytest
 import scipy.optimize
+import scipy.stats
 
 from widebnn import data
 
@@ -73,3 +74,72 @@ def test_teacher_regression_bad_arguments(kwargs, name):
     n = args.pop("n")
     with pytest.raises(ValueError, match=name):
         data.teacher_regression(n, jax.random.key(0), **args)
+
+
+GENERATORS = {
+    "toy_regression": lambda key: data.toy_regression(12, key, noise_std=0.3, n_test=7),
+    "teacher_regression": lambda key: data.teacher_regression(
+        12, key, d_in=3, noise_std=0.3, n_test=7
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_same_points_in_float32_and_float64(name):
+    """The same key gives the same data in both precisions, up to rounding to
+    float32 (the generators draw in float64 and cast): float32 draws of their own
+    would differ in every value."""
+    wide = GENERATORS[name](jax.random.key(4))
+    with jax.enable_x64(False):
+        narrow = GENERATORS[name](jax.random.key(4))
+    assert {a.dtype for a in wide} == {np.dtype(np.float64)}
+    assert {a.dtype for a in narrow} == {np.dtype(np.float32)}
+    for a, b in zip(wide, narrow, strict=True):
+        np.testing.assert_array_equal(np.asarray(a).astype(np.float32), b)
+
+
+@pytest.mark.parametrize("name", sorted(GENERATORS))
+def test_generators_are_deterministic_and_keyed(name):
+    a = GENERATORS[name](jax.random.key(2))
+    b = GENERATORS[name](jax.random.key(2))
+    c = GENERATORS[name](jax.random.key(3))
+    for first, second in zip(a, b, strict=True):
+        np.testing.assert_array_equal(first, second)
+    assert not np.allclose(a[0], c[0]) and not np.allclose(a[1], c[1])
+
+
+def test_toy_regression_noise_and_inputs_law():
+    """x ~ U(-2, 2): KS test; y - f(x) ~ N(0, 0.3^2): KS test (false-alarm rate
+    1e-3 each, 2000 points)."""
+    x, y = data.toy_regression(2000, jax.random.key(5), noise_std=0.3)
+    x, y = np.asarray(x)[:, 0], np.asarray(y)[:, 0]
+    assert scipy.stats.kstest(x, scipy.stats.uniform(-2, 4).cdf).pvalue > 1e-3
+    noise = y - np.sin(3 * x) - x / 2
+    assert scipy.stats.kstest(noise, scipy.stats.norm(0, 0.3).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("key", [0, np.zeros(3, np.uint32), "seed"])
+def test_bad_key_is_a_type_error(key):
+    with pytest.raises(TypeError, match="key"):
+        data.toy_regression(4, key)
+    with pytest.raises(TypeError, match="key"):
+        data.teacher_regression(4, key)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [({"n": 0}, "n"), ({"n_test": -1}, "n_test"), ({"n": 2.0}, "n"),
+     ({"noise_std": float("nan")}, "noise_std"), ({"noise_std": -1.0}, "noise_std")],
+)  # fmt: skip
+def test_toy_regression_bad_arguments(kwargs, name):
+    args = {"n": 4} | kwargs
+    n = args.pop("n")
+    with pytest.raises(ValueError, match=name):
+        data.toy_regression(n, jax.random.key(0), **args)
+
+
+def test_noise_std_of_the_wrong_type_is_a_type_error():
+    with pytest.raises(TypeError, match="noise_std"):
+        data.toy_regression(4, jax.random.key(0), noise_std="0.1")
+    with pytest.raises(TypeError, match="noise_std"):
+        data.teacher_regression(4, jax.random.key(0), noise_std=None)
