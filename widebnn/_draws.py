@@ -71,3 +71,31 @@ def sample_stats_of(posterior_or_draws) -> dict[str, Any]:
     """The ``sample_stats`` dict of a sampler result (empty for raw arrays)."""
     stats = getattr(posterior_or_draws, "sample_stats", None)
     return dict(stats) if stats else {}
+
+
+def method_label(posterior_or_draws) -> str:
+    """How draws were made, for legends and tables.
+
+    ``"exact (rejection)"`` for :func:`widebnn.samplers.rejection` results,
+    ``"MCMC (<algorithm>)"`` for :func:`widebnn.samplers.hmc` results (e.g.
+    ``"MCMC (ghmc)"``), the ``widebnn_method`` attribute of an ``InferenceData``
+    written by :func:`widebnn.diagnostics.to_inference_data`, and ``"samples"``
+    for anything else (e.g. a raw array, whose origin is unknown).
+
+    Args:
+        posterior_or_draws: a sampler result, an ``InferenceData`` or an array.
+
+    Returns:
+        The label, a short string.
+    """
+    attrs = getattr(posterior_or_draws, "attrs", None)
+    if isinstance(attrs, dict) and isinstance(attrs.get("widebnn_method"), str):
+        return attrs["widebnn_method"]
+    settings = getattr(posterior_or_draws, "settings", None)
+    settings = settings if isinstance(settings, dict) else {}
+    if hasattr(posterior_or_draws, "num_proposals") or "bound" in settings:
+        return "exact (rejection)"
+    algorithm = settings.get("algorithm")
+    if isinstance(algorithm, str):
+        return f"MCMC ({algorithm})"
+    return "samples"

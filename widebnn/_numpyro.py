@@ -16,7 +16,10 @@ class NumPyroModel:
     ``readout_W``, ``readout_b``) with the priors of :meth:`WideBNN.log_prior`
     (body leaves :math:`\mathcal N(0,1)`; readout as parameterised), the
     deterministic site ``f`` (network outputs ``(N, d)``) and the observed site ``y``
-    :math:`\sim\mathcal N(f, \sigma^2)` (``(N, d)``). So
+    :math:`\sim\mathcal N(f, \sigma^2)` (``(N, d)``) inside the plates ``obs``
+    (size ``N``) and ``out`` (size ``d``): one observation per target value, so
+    that ``numpyro.infer.log_likelihood`` and ``arviz.from_numpyro`` give the
+    pointwise log-likelihood ``(..., N, d)`` that ``az.loo`` and ``az.waic`` need.
     ``numpyro.infer.util.log_density`` equals ``log_prior + log_likelihood``, and
     NUTS, SVI and ``Predictive`` run on it directly.
 
@@ -114,7 +117,11 @@ class NumPyroModel:
         ]
         params = jax.tree_util.tree_unflatten(treedef, values)
         f = numpyro.deterministic("f", self.model.predict(params, x))
-        numpyro.sample("y", dist.Normal(f, self.model.noise_std).to_event(2), obs=y)
+        with (
+            numpyro.plate("obs", shape[0], dim=-2),
+            numpyro.plate("out", self.model.out_dim, dim=-1),
+        ):
+            numpyro.sample("y", dist.Normal(f, self.model.noise_std), obs=y)
 
 
 def numpyro_model(model) -> NumPyroModel:

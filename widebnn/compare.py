@@ -45,11 +45,14 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import _distances
-from ._draws import predictions_of
+from ._draws import method_label, predictions_of
 from ._sweep import WidthSweep as WidthSweep, width_sweep as width_sweep
 
 METRICS = ("rmse", "max_abs", "cov_rel_frobenius", "kl", "w2", "mmd2")
 """Names of the metrics, in table order."""
+
+MIN_DRAWS = 4
+"""Fewest draws per chain :func:`predictive` accepts (ArviZ's ESS needs 4)."""
 
 
 class Metric(NamedTuple):
@@ -81,6 +84,9 @@ class PredictiveComparison:
         mmd_bandwidth: the Gaussian-kernel length scale of ``mmd2``.
         mmd_samples: draws per side used by ``mmd2``.
         settings: the other settings (``num_bootstrap``, ``kl_noise_var``, ...).
+        label: how the draws were made (``"exact (rejection)"``, ``"MCMC
+            (ghmc)"``, ...; :func:`widebnn._draws.method_label`), used by
+            :meth:`table`.
     """
 
     metrics: dict[str, Metric]
@@ -90,6 +96,7 @@ class PredictiveComparison:
     mmd_bandwidth: float
     mmd_samples: int
     settings: dict[str, Any] = field(default_factory=dict)
+    label: str = "samples"
 
     def __getitem__(self, name: str) -> Metric:
         return self.metrics[name]
@@ -119,8 +126,8 @@ class PredictiveComparison:
     def table(self) -> str:
         """A plain-text table of the metrics."""
         lines = [
-            f"MCMC vs GP predictive: {self.num_outputs} outputs, {self.num_draws} "
-            f"draws, ESS {self.ess:.0f}",
+            f"{self.label} vs GP predictive: {self.num_outputs} outputs, "
+            f"{self.num_draws} draws, ESS {self.ess:.0f}",
             f"{'metric':<18}{'value':>12}{'MC s.e.':>12}{'MC floor':>12}"
             f"{'p-value':>10}",
         ]
@@ -220,6 +227,7 @@ def predictive(
     mmd_bandwidth: float | None = None,
     num_permutations: int = 100,
     seed: int = 0,
+    label: str | None = None,
 ) -> PredictiveComparison:
     """Compares posterior draws of network outputs with the GP predictive.
 
@@ -238,12 +246,14 @@ def predictive(
             (default: ``gp_posterior.noise_var``, or 0 for a prediction pair).
         num_bootstrap: resamples for ``se``, and exact-GP replicates for ``floor``
             and ``p_value`` (>= 10).
-        mmd_samples: draws per side for ``mmd2`` (at most ``n_eff``, at least 4;
-            NaN with fewer than 4 draws in all).
+        mmd_samples: draws per side for ``mmd2`` (at most ``n_eff``, at least 4).
         mmd_bandwidth: the MMD kernel length scale (default
             ``sqrt(2 trace(Sigma))``).
         num_permutations: permutations of the MMD test.
         seed: numpy seed of the resamples, GP draws and permutations.
+        label: the name of the draws in :meth:`PredictiveComparison.table`
+            (default: from the sampler result, ``"exact (rejection)"`` or
+            ``"MCMC (<algorithm>)"``; ``"samples"`` for an array).
 
     Returns:
         :class:`PredictiveComparison` (``.table()``, ``.to_dict()``,
@@ -251,8 +261,9 @@ def predictive(
 
     Raises:
         TypeError, ValueError: for draws that are not ``(chain, draw, N_pred, d)``
-            finite arrays, a GP prediction of another shape or without the full
-            covariance, or bad settings.
+            finite arrays, fewer than ``MIN_DRAWS`` (4) draws per chain, a GP
+            prediction of another shape or without the full covariance, or bad
+            settings.
 
     Example:
         >>> import numpy as np
@@ -265,6 +276,14 @@ def predictive(
     """
     predictions = predictions_of(posterior_or_draws, "posterior_or_draws")
     chains, draws, n_pred, out_dim = predictions.shape
+    if draws < MIN_DRAWS:
+        raise ValueError(
+            f"posterior_or_draws must have at least {MIN_DRAWS} draws per chain (the "
+            f"effective sample size needs {MIN_DRAWS}), got {draws} draw(s) in each "
+            f"of {chains} chain(s): predictions of shape {predictions.shape}."
+        )
+    if label is None:
+        label = method_label(posterior_or_draws)
     num_bootstrap = _check_count(num_bootstrap, "num_bootstrap", 10)
     mmd_samples = _check_count(mmd_samples, "mmd_samples", 4)
     num_permutations = _check_count(num_permutations, "num_permutations", 0)
@@ -278,6 +297,8 @@ def predictive(
     total = chains * draws
     samples = predictions.reshape(total, -1)
     ess = float(np.min(bulk_ess(predictions)))
+    if not np.isfinite(ess):  # pragma: no cover - ArviZ gives a number from 4 draws
+        raise ValueError(f"the effective sample size of the draws is {ess}.")
     n_eff = int(np.clip(np.floor(ess), 2, total))
     reference = _Reference(gp_mean, gp_cov, noise_var)
     rng = np.random.default_rng(seed)
@@ -299,21 +320,18 @@ def predictive(
             float(np.mean(null_values)),
             float((1 + np.sum(null_values >= value)) / (1 + num_bootstrap)),
         )
-    m = min(total, max(4, min(mmd_samples, n_eff)))
+    m = min(total, max(4, min(mmd_samples, n_eff)))  # total >= MIN_DRAWS = 4
     if mmd_bandwidth is None:
         trace = float(np.trace(gp_cov))
         mmd_bandwidth = float(np.sqrt(2 * trace)) if trace > 0 else 1.0
-    if m >= 4:
-        mmd = _distances.mmd2(
-            _thinned(predictions, m),
-            reference.draw(rng, m),
-            mmd_bandwidth,
-            num_permutations=num_permutations,
-            seed=seed + 1,
-        )
-        metrics["mmd2"] = Metric(mmd.mmd2, mmd.se, 0.0, mmd.p_value)
-    else:  # fewer than 4 draws in all: no MMD
-        metrics["mmd2"] = Metric(*(4 * [float("nan")]))
+    mmd = _distances.mmd2(
+        _thinned(predictions, m),
+        reference.draw(rng, m),
+        mmd_bandwidth,
+        num_permutations=num_permutations,
+        seed=seed + 1,
+    )
+    metrics["mmd2"] = Metric(mmd.mmd2, mmd.se, 0.0, mmd.p_value)
     return PredictiveComparison(
         metrics=metrics,
         num_draws=total,
@@ -327,6 +345,7 @@ def predictive(
             "kl_noise_var": float(noise_var),
             "seed": seed,
         },
+        label=str(label),
     )
 
 

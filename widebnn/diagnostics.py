@@ -20,7 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from ._draws import named_leaves, params_of, predictions_of, sample_stats_of
+from ._draws import (
+    method_label,
+    named_leaves,
+    params_of,
+    predictions_of,
+    sample_stats_of,
+)
 
 # BlackJAX / NumPyro field names -> ArviZ sample_stats names.
 _STAT_NAMES = {
@@ -77,17 +83,86 @@ def _settings_attrs(posterior) -> dict[str, Any]:
     return attrs
 
 
+def _predict_at(model, params, x, chains: int, draws: int) -> np.ndarray:
+    """``f(x)`` for every draw: ``(chain, draw, N, d)`` (``lax.map`` in batches)."""
+    import jax
+    import jax.numpy as jnp
+
+    flat = jax.tree.map(
+        lambda leaf: jnp.reshape(jnp.asarray(leaf), (chains * draws, *leaf.shape[2:])),
+        params,
+    )
+    x = jnp.asarray(x)
+    f = jax.lax.map(lambda p: model.predict(p, x), flat, batch_size=256)
+    return np.asarray(f, dtype=float).reshape(chains, draws, *f.shape[1:])
+
+
+def _at_training_inputs(posterior, predictions, model, x_train, x_test, y_obs):
+    """The network outputs at ``x_train``, ``(chain, draw, N, d)``."""
+    if model is None:
+        raise ValueError(
+            "x_train needs model= (the WideBNN the draws came from) for the noise "
+            "scale and the forward pass."
+        )
+    if y_obs is None:
+        raise ValueError(
+            "x_train needs the observed targets: observed={'y': y_train} with y_train "
+            "of shape (N, d)."
+        )
+    x_train = np.asarray(x_train)
+    chains, draws, _, out_dim = predictions.shape
+    if x_train.ndim < 1 or y_obs.shape != (x_train.shape[0], out_dim):
+        raise ValueError(
+            f"observed y must have shape (N, d) = ({len(x_train)}, {out_dim}) for "
+            f"x_train of shape {x_train.shape} and predictions with d = {out_dim}, "
+            f"got {y_obs.shape}."
+        )
+    if x_test is not None and np.array_equal(np.asarray(x_test), x_train):
+        return predictions
+    params = params_of(posterior)
+    if params is None:
+        raise ValueError(
+            "x_train needs posterior.params (run the sampler with store_params=True) "
+            "or predictions made at x_train (then pass x_test=x_train)."
+        )
+    f_train = _predict_at(model, params, x_train, chains, draws)
+    if not np.all(np.isfinite(f_train)):
+        raise ValueError("the network outputs at x_train contain NaN or inf.")
+    return f_train
+
+
+def normal_log_likelihood(y, f, noise_std) -> np.ndarray:
+    r"""Pointwise :math:`\log\mathcal N(y; f, \sigma^2)`, broadcast over draws.
+
+    Args:
+        y: ``(N, d)`` observed targets.
+        f: ``(..., N, d)`` network outputs.
+        noise_std: :math:`\sigma > 0`.
+
+    Returns:
+        ``(..., N, d)`` float64 array.
+    """
+    z = (np.asarray(y, float) - np.asarray(f, float)) / noise_std
+    return -0.5 * z**2 - np.log(noise_std) - 0.5 * np.log(2 * np.pi)
+
+
 def to_inference_data(
     posterior,
     *,
     model=None,
     x_test=None,
+    x_train=None,
     observed=None,
     include_params: bool = True,
     num_projections: int = 0,
     seed: int = 0,
 ):
-    """Converts sampler draws to ``arviz.InferenceData``.
+    r"""Converts sampler draws to ``arviz.InferenceData``.
+
+    With ``model``, ``x_train`` and ``observed={"y": y_train}`` the result has
+    everything ``az.loo``, ``az.waic``, ``az.compare`` and ``az.plot_ppc`` need:
+    the pointwise log-likelihood and replicated data at the training inputs, under
+    the observed variable's name ``y``.
 
     Groups:
 
@@ -99,19 +174,28 @@ def to_inference_data(
       ``num_projections > 0`` also ``f_projection`` and ``weight_projection``
       ``[chain, draw, projection]`` (:func:`random_projections`), which is what to
       summarise and trace for wide networks.
-    * ``posterior_predictive``: ``f`` and, when ``model`` is given, ``y = f + noise``
-      (one Gaussian noise draw of ``model.noise_std`` per draw; numpy ``seed``).
+    * ``posterior_predictive``: ``f`` (as above); with ``model`` also
+      ``y_pred[chain, draw, pred, out] = f + noise`` at ``x_test``; with
+      ``x_train`` also ``y[chain, draw, obs, out] = f(x_train) + noise``, the
+      replicated training data for ``az.plot_ppc`` (one Gaussian noise draw of
+      ``model.noise_std`` per draw and output; numpy ``seed``).
+    * ``log_likelihood`` (with ``x_train``): ``y[chain, draw, obs, out]`` =
+      :math:`\log\mathcal N(y_{i,k}; f(x_i)_k, \sigma^2)`, one term per observed
+      value (with ``d = 1``: one per data point), so that the sum over ``obs`` and
+      ``out`` is ``model.log_likelihood``. ArviZ's LOO leaves out one value at a
+      time; sum over ``out`` first to leave out whole points when ``d > 1``.
     * ``sample_stats``: the sampler statistics of shape ``(chain, draw)`` in ArviZ
       names (``lp``, ``acceptance_rate``, ``diverging`` (bool), ``energy``,
-      ``n_steps``, ``step_size``, ...); BlackJAX names are translated.
-    * ``observed_data``: ``observed`` (``y`` of shape ``(N_pred, d)`` shares the
-      ``pred``/``out`` dims of the predictions, so ``az.plot_ppc`` works when the
-      predictions are at the training inputs).
-    * ``constant_data``: ``x_test`` and, with ``model``, its scalar settings
-      (``width``, ``noise_std``, ``readout_W_std``, ``readout_b_std``).
+      ``n_steps``, ``step_size``, ...); BlackJAX names are translated; a rejection
+      run's total :math:`\log p(Y\mid\theta)` is ``log_likelihood_total``.
+    * ``observed_data``: ``observed`` (``y[obs, out]``).
+    * ``constant_data``: ``x_test``, ``x_train`` and, with ``model``, its scalar
+      settings (``width``, ``noise_std``, ``readout_W_std``, ``readout_b_std``).
 
-    Attributes of the whole object (``idata.attrs``): ``widebnn_model`` (the
-    model's repr) and ``sampler_<name>`` for the scalar sampler settings.
+    Attributes of the whole object (``idata.attrs``): ``widebnn_method`` (how the
+    draws were made: ``"exact (rejection)"``, ``"MCMC (ghmc)"``, ...),
+    ``widebnn_model`` (the model's repr) and ``sampler_<name>`` for the scalar
+    sampler settings.
 
     Args:
         posterior: a sampler result (``.predictions (chain, draw, N_pred, d)``,
@@ -120,8 +204,12 @@ def to_inference_data(
             N_pred, d)`` of predictions.
         model: optional :class:`widebnn.WideBNN` the draws came from.
         x_test: optional ``(N_pred, ...)`` inputs of the predictions.
-        observed: optional dict of observed arrays (``{"y": y}``) or one array,
-            taken as ``y``.
+        x_train: optional ``(N, ...)`` training inputs (needs ``model``,
+            ``observed["y"]`` and either ``posterior.params`` or ``x_test`` equal
+            to ``x_train``): adds the ``log_likelihood`` group and ``y`` to
+            ``posterior_predictive``.
+        observed: optional dict of observed arrays (``{"y": y_train}``, ``y_train``
+            of shape ``(N, d)``) or one array, taken as ``y``.
         include_params: keep the parameter draws (set ``False`` for very wide
             networks: only ``f`` and the projections are kept).
         num_projections: number of random projections to add (0 for none).
@@ -132,8 +220,9 @@ def to_inference_data(
 
     Raises:
         TypeError, ValueError: for predictions that are not a 4-D finite array,
-            ``x_test`` whose length differs from ``N_pred``, or parameters whose
-            leading axes are not ``(chain, draw)``.
+            ``x_test`` whose length differs from ``N_pred``, parameters whose
+            leading axes are not ``(chain, draw)``, or ``x_train`` without
+            ``model``, observed ``y`` of shape ``(N, d)``, or parameters.
 
     Example:
         >>> import numpy as np
@@ -164,11 +253,6 @@ def to_inference_data(
             variables["weight_projection"] = random_projections(
                 params, num_projections, seed + 1
             )
-    predictive = {"f": predictions}
-    if model is not None:
-        noise = np.random.default_rng(seed).standard_normal(predictions.shape)
-        predictive["y"] = predictions + model.noise_std * noise
-    constant = {}
     if x_test is not None:
         x_test = np.asarray(x_test)
         if x_test.ndim < 1 or x_test.shape[0] != n_pred:
@@ -176,39 +260,61 @@ def to_inference_data(
                 f"x_test must have N_pred = {n_pred} rows (one per prediction), "
                 f"got shape {x_test.shape}."
             )
-        constant["x_test"] = x_test
-    if model is not None:
-        for name in ("width", "noise_std", "readout_W_std", "readout_b_std"):
-            constant[name] = np.asarray(getattr(model, name))
     if observed is not None and not isinstance(observed, dict):
         observed = {"y": observed}
     observed = {k: np.asarray(v) for k, v in (observed or {}).items()}
+    y_obs = observed.get("y")
+    rng = np.random.default_rng(seed)
+    predictive = {"f": predictions}
+    pointwise = {}
+    if model is not None:
+        noise = rng.standard_normal(predictions.shape)
+        predictive["y_pred"] = predictions + model.noise_std * noise
+    if x_train is not None:
+        f_train = _at_training_inputs(
+            posterior, predictions, model, x_train, x_test, y_obs
+        )
+        noise = rng.standard_normal(f_train.shape)
+        predictive["y"] = f_train + model.noise_std * noise
+        pointwise["y"] = normal_log_likelihood(y_obs, f_train, model.noise_std)
+    constant = {}
+    if x_test is not None:
+        constant["x_test"] = x_test
+    if x_train is not None:
+        constant["x_train"] = np.asarray(x_train)
+    if model is not None:
+        for name in ("width", "noise_std", "readout_W_std", "readout_b_std"):
+            constant[name] = np.asarray(getattr(model, name))
     dims = {name: d for name, d in _READOUT_DIMS.items() if name in variables}
-    dims |= {"f": ["pred", "out"], "y": ["pred", "out"]}
+    dims |= {"f": ["pred", "out"], "y_pred": ["pred", "out"]}
     for name in ("f_projection", "weight_projection"):
         dims[name] = ["projection"]
-    y_obs = observed.get("y")
-    if y_obs is not None and y_obs.shape != (n_pred, out_dim):
-        dims["y"] = [f"y_obs_dim_{i}" for i in range(y_obs.ndim)]
-        if "y" in predictive:  # predictions elsewhere: keep y apart from y_obs
-            predictive["y_pred"] = predictive.pop("y")
-            dims["y_pred"] = ["pred", "out"]
-    if "x_test" in constant:
-        dims["x_test"] = ["pred"] + [f"x_dim_{i}" for i in range(x_test.ndim - 1)]
+    if y_obs is not None:
+        if y_obs.ndim == 2 and y_obs.shape[1] == out_dim:
+            dims["y"] = ["obs", "out"]
+        else:
+            dims["y"] = [f"y_obs_dim_{i}" for i in range(y_obs.ndim)]
+    for name, x in (("x_test", "pred"), ("x_train", "obs")):
+        if name in constant:
+            rank = constant[name].ndim
+            dims[name] = [x] + [f"x_dim_{i}" for i in range(rank - 1)]
     coords = {"pred": np.arange(n_pred), "out": np.arange(out_dim)}
+    if y_obs is not None and y_obs.ndim >= 1:
+        coords["obs"] = np.arange(y_obs.shape[0])
     if "readout_W" in variables:
         coords["hidden"] = np.arange(variables["readout_W"].shape[2])
-    attrs = _settings_attrs(posterior)
+    attrs = {"widebnn_method": method_label(posterior)} | _settings_attrs(posterior)
     if model is not None:
         attrs["widebnn_model"] = repr(model)
     groups = {
         "posterior": variables,
         "posterior_predictive": predictive,
+        "log_likelihood": pointwise,
         "sample_stats": _sample_stats(sample_stats_of(posterior), chains, draws),
         "observed_data": observed,
         "constant_data": constant,
     }
-    return _from_dict(groups, coords, dims, attrs or None)
+    return _from_dict(groups, coords, dims, attrs)
 
 
 def save_inference_data(idata, path) -> str:

@@ -1,6 +1,8 @@
 """Plots saved as PNG files, usable headless (no display needed).
 
-* :func:`plot_predictive`: MCMC vs GP predictive bands for 1-D inputs.
+* :func:`plot_predictive`: sampled (MCMC or exact) vs GP predictive bands for 1-D
+  inputs; the legend names how the draws were made (``"exact (rejection)"``,
+  ``"MCMC (ghmc)"``).
 * :func:`plot_width_sweep`: distances to the GP limit against width, log axes,
   with Monte Carlo error bars, floors and the NTK-ensemble reference.
 * :func:`plot_trace`, :func:`plot_energy`: ArviZ trace/rank and energy plots; for a
@@ -9,7 +11,8 @@
 
 Every function takes the output path and returns it. Our own figures are built with
 ``matplotlib.figure.Figure`` (no pyplot state, no GUI backend); the ArviZ ones use
-pyplot and close their figure.
+pyplot, are laid out with matplotlib's constrained layout (so that subplot titles
+do not run into the tick labels of the panel above) and close their figure.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import warnings
 
 import numpy as np
 
-from ._draws import predictions_of
+from ._draws import method_label, predictions_of
 
 
 def _save(fig, path) -> str:
@@ -43,11 +46,13 @@ def plot_predictive(
     output: int = 0,
     level: float = 0.95,
     title: str | None = None,
+    label: str | None = None,
 ) -> str:
     """Predictive bands of the sampled network and of the GP, for 1-D inputs.
 
-    MCMC: the mean and the central ``level`` interval of the draws (empirical
-    quantiles). GP: the mean and ``mean ± z sd`` (Gaussian quantile ``z``).
+    Draws: the mean and the central ``level`` interval (empirical quantiles),
+    named in the legend by ``label``. GP: the mean and ``mean ± z sd`` (Gaussian
+    quantile ``z``).
 
     Args:
         posterior_or_draws: a sampler result with ``.predictions (chain, draw,
@@ -61,6 +66,9 @@ def plot_predictive(
         output: which output column to plot.
         level: probability of the bands, in (0, 1).
         title: optional title.
+        label: the draws' name in the legend (default: from the sampler result,
+            ``"exact (rejection)"`` or ``"MCMC (<algorithm>)"``; ``"samples"`` for
+            an array).
 
     Returns:
         ``path`` as a string.
@@ -109,9 +117,10 @@ def plot_predictive(
     ax.fill_between(xs, gp_mean - z * gp_sd, gp_mean + z * gp_sd, color="C0",
                     alpha=0.25, label=f"GP {level:.0%}")  # fmt: skip
     ax.plot(xs, gp_mean, color="C0", label="GP mean")
-    ax.plot(xs, lo, color="C1", ls="--", label=f"MCMC {level:.0%}")
+    label = method_label(posterior_or_draws) if label is None else str(label)
+    ax.plot(xs, lo, color="C1", ls="--", label=f"{label} {level:.0%}")
     ax.plot(xs, hi, color="C1", ls="--")
-    ax.plot(xs, draws.mean(0), color="C1", label="MCMC mean")
+    ax.plot(xs, draws.mean(0), color="C1", label=f"{label} mean")
     if x_train is not None and y_train is not None:
         xt = np.asarray(x_train, float).reshape(len(np.asarray(x_train)), -1)[:, 0]
         yt = np.asarray(y_train, float).reshape(len(xt), -1)[:, output]
@@ -134,8 +143,14 @@ def _sweep_parts(sweep):
     )
 
 
+_SWEEP_LABELS = {"rejection": "exact (rejection)", "hmc": "MCMC"}
+
+
 def plot_width_sweep(sweep, path, *, metrics=("w2", "kl", "mmd2", "rmse")) -> str:
     """Distance to the GP limit against width, log-log, one panel per metric.
+
+    The points are named by the rows' ``sampler`` (``"exact (rejection)"`` or
+    ``"MCMC"``; ``"samples"`` without one).
 
     Points are ``value ± se`` (Monte Carlo standard error); the dotted line is the
     Monte Carlo floor (the value exact GP draws of the same ESS give); the dashed
@@ -157,6 +172,8 @@ def plot_width_sweep(sweep, path, *, metrics=("w2", "kl", "mmd2", "rmse")) -> st
     if not rows:
         raise ValueError("sweep has no rows to plot.")
     widths = np.array([row["width"] for row in rows], dtype=float)
+    names = {_SWEEP_LABELS.get(row.get("sampler"), "samples") for row in rows}
+    label = " / ".join(sorted(names))
     fig = Figure(figsize=(3.6 * len(metrics), 3.4))
     axes = np.atleast_1d(fig.subplots(1, len(metrics)))
     for ax, name in zip(axes, metrics, strict=True):
@@ -170,7 +187,8 @@ def plot_width_sweep(sweep, path, *, metrics=("w2", "kl", "mmd2", "rmse")) -> st
         lower = np.clip(values - se, bottom, None)
         ax.errorbar(widths[positive], values[positive],
                     yerr=[values[positive] - lower[positive], se[positive]],
-                    fmt="o-", color="C0", capsize=3, label="MCMC ± s.e.")  # fmt: skip
+                    fmt="o-", color="C0", capsize=3,
+                    label=f"{label} ± s.e.")  # fmt: skip
         if np.any(~positive):
             ax.plot(widths[~positive], np.full((~positive).sum(), bottom), "o",
                     mfc="none", color="C0", label="≤ 0")  # fmt: skip
@@ -185,6 +203,19 @@ def plot_width_sweep(sweep, path, *, metrics=("w2", "kl", "mmd2", "rmse")) -> st
         ax.set_title(name)
     axes[0].legend(fontsize="x-small", loc="best")
     return _save(fig, path)
+
+
+def _save_arviz(path) -> str:
+    """Saves and closes pyplot's current figure (an ArviZ plot), laid out with
+    matplotlib's constrained layout so that titles clear the tick labels."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.gcf()
+    try:
+        fig.set_layout_engine("constrained")
+        return _save(fig, path)
+    finally:
+        plt.close(fig)
 
 
 @contextlib.contextmanager
@@ -235,7 +266,6 @@ def plot_trace(
         ``path`` as a string.
     """
     import arviz as az
-    import matplotlib.pyplot as plt
 
     if kind not in ("trace", "rank"):
         raise ValueError(f"kind must be 'trace' or 'rank', got {kind!r}.")
@@ -244,11 +274,7 @@ def plot_trace(
     plot = az.plot_trace if kind == "trace" else az.plot_rank
     with _quiet_arviz():
         plot(idata, var_names=var_names)
-    fig = plt.gcf()
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save_arviz(path)
 
 
 def plot_energy(data, path) -> str:
@@ -266,7 +292,6 @@ def plot_energy(data, path) -> str:
         ValueError: if there is no ``energy`` statistic.
     """
     import arviz as az
-    import matplotlib.pyplot as plt
 
     idata, _ = _as_inference_data(data, 1)
     stats = getattr(idata, "sample_stats", None)
@@ -274,8 +299,4 @@ def plot_energy(data, path) -> str:
         raise ValueError("plot_energy needs sample_stats with 'energy'.")
     with _quiet_arviz():
         az.plot_energy(idata)
-    fig = plt.gcf()
-    try:
-        return _save(fig, path)
-    finally:
-        plt.close(fig)
+    return _save_arviz(path)

@@ -9,6 +9,7 @@ stated false-alarm rate.
 import math
 from types import SimpleNamespace
 
+import arviz as az
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -86,15 +87,39 @@ def test_mmd2_matches_a_double_loop():
     def k(a, b):
         return math.exp(-np.sum((a - b) ** 2) / (2 * ell**2))
 
+    def u_statistic(x, y):
+        m = len(x)
+        h = np.zeros((m, m))
+        for i in range(m):
+            for j in range(m):
+                if i != j:
+                    h[i, j] = (k(x[i], x[j]) + k(y[i], y[j]) - k(x[i], y[j])
+                               - k(x[j], y[i]))  # fmt: skip
+        return h
+
     m = len(x)
-    total = 0.0
-    for i in range(m):
-        for j in range(m):
-            if i != j:
-                total += k(x[i], x[j]) + k(y[i], y[j]) - k(x[i], y[j]) - k(x[j], y[i])
-    result = _distances.mmd2(x, y, ell, num_permutations=20)
-    assert result.mmd2 == pytest.approx(total / (m * (m - 1)), rel=1e-12)
-    assert 0 < result.p_value <= 1 and result.se > 0
+    h = u_statistic(x, y)
+    pairs = m * (m - 1)
+    estimate = h.sum() / pairs
+    result = _distances.mmd2(x, y, ell, num_permutations=20, seed=4)
+    assert result.mmd2 == pytest.approx(estimate, rel=1e-12)
+    # the documented Hoeffding variance, 4(m-2)/(m(m-1)) zeta1 + 2/(m(m-1)) zeta2,
+    # zeta2 from the h_ij, zeta1 from the row means less the share of zeta2 in them
+    zeta2 = sum(h[i, j] ** 2 for i in range(m) for j in range(m) if i != j) / pairs
+    zeta2 -= estimate**2
+    rows = [sum(h[i, j] for j in range(m) if j != i) / (m - 1) for i in range(m)]
+    zeta1 = (np.var(rows, ddof=1) - zeta2 / (m - 1)) / (1 - 1 / (m - 1))
+    variance = 4 * (m - 2) / pairs * zeta1 + 2 / pairs * zeta2
+    assert result.se == pytest.approx(math.sqrt(variance), rel=1e-10)
+    # permutation p-value (1 + #{permuted >= observed}) / 21, permutations of the
+    # pooled sample from numpy.random.default_rng(seed)
+    pooled, rng, count = np.concatenate([x, y]), np.random.default_rng(4), 0
+    for _ in range(20):
+        order = rng.permutation(2 * m)
+        permuted = u_statistic(pooled[order[:m]], pooled[order[m:]]).sum() / pairs
+        count += permuted >= estimate
+    assert result.p_value == pytest.approx((1 + count) / 21, rel=1e-12)
+    assert np.isnan(_distances.mmd2(x, y, ell).p_value)  # no permutations
     with pytest.raises(ValueError, match="bandwidth"):
         _distances.mmd2(x, y, 0.0)
     with pytest.raises(ValueError, match="same shape"):
@@ -212,7 +237,29 @@ def test_result_views_inputs_and_errors(gp_problem):
     for name in compare.METRICS:
         assert {name, f"{name}_se", f"{name}_floor", f"{name}_p"} <= set(flat)
     assert flat["num_draws"] == 200 and flat["num_outputs"] == 4
+    # moment metrics and ESS from numpy / ArviZ on the same draws
+    samples = draws.reshape(200, 4)
+    error = samples.mean(0) - mean[:, 0]
+    assert flat["rmse"] == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-12)
+    assert flat["max_abs"] == pytest.approx(np.abs(error).max(), rel=1e-12)
+    frobenius = np.linalg.norm(np.cov(samples.T) - cov) / np.linalg.norm(cov)
+    assert flat["cov_rel_frobenius"] == pytest.approx(frobenius, rel=1e-10)
+    ess = min(az.ess(draws[:, :, i, 0]) for i in range(4))
+    assert flat["ess"] == pytest.approx(min(ess, 200), rel=1e-12)
     assert len(from_array.table().splitlines()) == 2 + len(compare.METRICS)
+    assert from_array.table().startswith("samples vs GP predictive: 4 outputs")
+    exact = SimpleNamespace(predictions=draws, num_proposals=5000,
+                            settings={"bound": "data"})  # fmt: skip
+    table = compare.predictive(exact, post, x_test, **kwargs).table()
+    assert (
+        table.startswith("exact (rejection) vs GP predictive") and "MCMC" not in table
+    )
+    ghmc = SimpleNamespace(predictions=draws, settings={"algorithm": "ghmc"})
+    result = compare.predictive(ghmc, post, x_test, **kwargs)
+    assert result.label == "MCMC (ghmc)"
+    assert (
+        compare.predictive(ghmc, post, x_test, label="mine", **kwargs).label == "mine"
+    )
     assert from_array.to_dataframe().shape == (len(compare.METRICS), 4)
     same = compare.gaussian_distances((mean, cov), (mean, cov))
     assert all(abs(v) < 1e-6 for v in same.values()), same
@@ -226,14 +273,28 @@ def test_result_views_inputs_and_errors(gp_problem):
         compare.predictive(draws, (mean, np.diag(cov)))
     with pytest.raises(ValueError, match="num_bootstrap"):
         compare.predictive(draws, post, x_test, num_bootstrap=1)
+    # one draw (ArviZ's ESS is NaN below 4 draws per chain) is refused by name
+    for count in (1, 3):
+        with pytest.raises(ValueError, match="posterior_or_draws must have at least 4"):
+            compare.predictive(draws[:, :count], post, x_test)
+    assert compare.predictive(draws[:1, :4], post, x_test, **kwargs).num_draws == 4
     with pytest.raises(TypeError, match="gp_posterior"):
         compare.predictive(draws, 3.0)
 
 
-def test_width_sweep_tiny_run(tmp_path):
-    """A tiny sweep on 1-D data with few draws: the table has the promised columns
-    and the plot is written. No trend is asserted: with this few draws the Monte
-    Carlo error bars of neighbouring widths overlap."""
+def test_width_sweep_tiny_run(tmp_path, monkeypatch):
+    """A tiny sweep on 1-D data with few draws: the table has the promised columns,
+    the row values are those of the sampler's draws (numpy on the recorded draws
+    against the GP mean), and the plot is written. No trend is asserted: with this
+    few draws the Monte Carlo error bars of neighbouring widths overlap."""
+    runs = []
+    rejection = samplers.rejection
+
+    def recorded(model, *args, **kwargs):
+        runs.append((model, rejection(model, *args, **kwargs)))
+        return runs[-1][1]
+
+    monkeypatch.setattr(samplers, "rejection", recorded)
     x = jnp.linspace(-1.0, 1.0, 5)[:, None]
     y = jnp.sin(2.0 * x)
     x_test = jnp.array([[-0.5], [0.2], [0.9]])
@@ -249,14 +310,28 @@ def test_width_sweep_tiny_run(tmp_path):
     expected = {"width", "sampler", "seconds", "acceptance_rate", "num_draws", "ess"}
     for name in compare.METRICS:
         expected |= {name, f"{name}_se", f"{name}_floor", f"{name}_p"}
-    for row in sweep.rows:
+    assert [model.width for model, _ in runs] == widths
+    for row, (model, run) in zip(sweep.rows, runs, strict=True):
         assert expected <= set(row)
         assert row["sampler"] == sampler and row["num_outputs"] == 3
         assert row["num_draws"] == 60
-        assert 0 < row["acceptance_rate"] <= 1
+        assert row["acceptance_rate"] == run.num_accepted / run.num_proposals
+        nngp_mean = gp.posterior(model.kernel, x, y, noise_var=0.09).predict(x_test)[0]
+        error = np.asarray(run.predictions).reshape(60, 3).mean(0) - nngp_mean[:, 0]
+        assert row["rmse"] == pytest.approx(np.sqrt(np.mean(error**2)), rel=1e-9)
         assert all(np.isfinite(row[f"{m}_se"]) for m in MOMENT_METRICS)
+        assert sweep.comparisons[row["width"]].label == "exact (rejection)"
     assert set(sweep.reference) == set(MOMENT_METRICS)
-    assert sweep.reference["rmse"] > 0  # NTK-GD ensemble differs from the NNGP
+    # the NTK-GD ensemble's mean against the NNGP's, from the GP predictions
+    kernel = runs[-1][0].kernel
+    means = [
+        np.asarray(
+            gp.posterior(kernel, x, y, noise_var=0.09, get=get).predict(x_test)[0]
+        )
+        for get in ("ntk", "nngp")
+    ]
+    expected_rmse = np.sqrt(np.mean((means[0] - means[1]) ** 2))
+    assert sweep.reference["rmse"] == pytest.approx(expected_rmse, rel=1e-9)
     assert len(sweep.table().splitlines()) == 1 + len(widths) + 1
     assert sweep.plot_path == str(tmp_path / "sweep.png")
     assert (tmp_path / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

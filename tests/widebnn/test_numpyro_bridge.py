@@ -1,11 +1,14 @@
 """``widebnn.numpyro_model``: NumPyro's log joint equals ``log_prior +
-log_likelihood`` of the same ``WideBNN`` (closed-form sums, 1e-10)."""
+log_likelihood`` of the same ``WideBNN`` (closed-form sums, 1e-10), and its
+pointwise log-likelihood has one term per observed value (scipy's normal
+log-density of each residual)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from numpyro.infer import Predictive
+import scipy.stats
+from numpyro.infer import Predictive, log_likelihood
 from numpyro.infer.util import log_density
 
 from widebnn import WideBNN, kernels, numpyro_model
@@ -62,3 +65,23 @@ def test_predictive_draws_and_errors():
         npm.to_params({}, x.shape)
     with pytest.raises(TypeError, match="WideBNN"):
         numpyro_model(kernels.Relu())
+
+
+def test_log_likelihood_is_pointwise():
+    """``numpyro.infer.log_likelihood`` gives ``(draws, N, d)``: one term per
+    target value (so LOO sees N points when d = 1), each scipy's normal
+    log-density of its residual; their sum is ``WideBNN.log_likelihood``."""
+    model = WideBNN(deep_body(5), 5, 1.0, 0.1, 0.3, 2)
+    npm = numpyro_model(model)
+    kx, ky, kp = jax.random.split(jax.random.key(2), 3)
+    x = jax.random.normal(kx, (6, 3))
+    y = jax.random.normal(ky, (6, 2))
+    prior = Predictive(npm, num_samples=3)(kp, x)
+    samples = {name: prior[name] for name in npm.site_names(x.shape)}
+    pointwise = log_likelihood(npm, samples, x, y=y)["y"]
+    assert pointwise.shape == (3, 6, 2)
+    expected = scipy.stats.norm.logpdf(np.asarray(y), np.asarray(prior["f"]), 0.3)
+    np.testing.assert_allclose(pointwise, expected, rtol=1e-10)
+    params = npm.to_params(samples, x.shape)
+    total = jax.vmap(model.log_likelihood, (0, None, None))(params, x, y)
+    np.testing.assert_allclose(pointwise.sum((1, 2)), total, rtol=1e-10)
