@@ -53,4 +53,5 @@ from ._pooling import (
 from ._relu import ABRelu as ABRelu, Abs as Abs, LeakyRelu as LeakyRelu, Relu as Relu
 from ._resize import ImageResize as ImageResize
 from ._sign import Sign as Sign
+from ._tanh import Tanh as Tanh
 from ._trig import Cos as Cos, Gabor as Gabor, Rbf as Rbf, Sin as Sin

@@ -56,7 +56,10 @@ def check_finite_inputs(x: jax.Array, mask: jax.Array | None, name: str) -> None
     """
     if isinstance(x, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
         return
-    if not bool(_all_finite(x, mask)):
+    finite = _all_finite(x, mask)
+    if isinstance(finite, jax.core.Tracer):  # concrete inputs inside a trace
+        return
+    if not bool(finite):
         raise ValueError(
             f"{name} contains NaN or infinite values (outside padded positions); "
             "its kernel would be NaN. Remove or impute them, or mask them."

@@ -193,3 +193,12 @@ def test_float32_relu_kernel_stays_finite_beyond_the_square_overflow():
     # enters the NTK through (pi - angle) / (2 pi) with weight ~1/pi: rtol 2e-3.
     np.testing.assert_allclose(nngp, nngp_64, rtol=2e-3)
     np.testing.assert_allclose(ntk, ntk_64, rtol=2e-3)
+
+
+def test_kernel_of_closed_over_inputs_under_jit():
+    """Concrete inputs inside a trace: the finiteness check cannot run (its
+    result is traced) and must not fail."""
+    net = _net()
+    x = jnp.array([[1.0, 2.0], [0.5, -1.0]])
+    out = jax.jit(lambda scale: scale * net.kernel(x, get="nngp"))(2.0)
+    np.testing.assert_allclose(out, 2.0 * net.kernel(x, get="nngp"), rtol=1e-14)
