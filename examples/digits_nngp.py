@@ -9,6 +9,7 @@ convergence by gradient descent) classify the test images by the argmax of the
 predictive mean. Targets are one-hot minus 0.1; every class shares one kernel.
 
 Run: ``python examples/digits_nngp.py`` (well under 2 minutes on 2 CPU cores).
+Needs scikit-learn, for the images: ``pip install -e ".[examples]"``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,14 @@ jax.config.update("jax_enable_x64", True)
 
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
-from sklearn.datasets import load_digits  # noqa: E402
+
+try:
+    from sklearn.datasets import load_digits
+except ImportError:  # the data set ships with scikit-learn
+    raise SystemExit(
+        "examples/digits_nngp.py needs scikit-learn (it provides the digits "
+        'images): pip install -e ".[examples]"'
+    ) from None
 
 from widebnn import gp, kernels  # noqa: E402
 

@@ -23,7 +23,12 @@ from ._conv_transpose import ConvTranspose as ConvTranspose
 from ._dense import Dense as Dense
 from ._dropout import Dropout as Dropout
 from ._elementwise import Elementwise as Elementwise
-from ._empirical import empirical_nngp as empirical_nngp, empirical_ntk as empirical_ntk
+from ._empirical import (
+    empirical_nngp as empirical_nngp,
+    empirical_nngp_fn as empirical_nngp_fn,
+    empirical_ntk as empirical_ntk,
+    empirical_ntk_fn as empirical_ntk_fn,
+)
 from ._erf import Erf as Erf, Sigmoid_like as Sigmoid_like
 from ._exponential import (
     Exp as Exp,
@@ -53,4 +58,5 @@ from ._pooling import (
 from ._relu import ABRelu as ABRelu, Abs as Abs, LeakyRelu as LeakyRelu, Relu as Relu
 from ._resize import ImageResize as ImageResize
 from ._sign import Sign as Sign
+from ._tanh import Tanh as Tanh
 from ._trig import Cos as Cos, Gabor as Gabor, Rbf as Rbf, Sin as Sin

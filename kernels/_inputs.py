@@ -38,6 +38,34 @@ def as_inputs(x, name: str) -> jax.Array:
     return x
 
 
+@jax.jit
+def _all_finite(x, mask):
+    if mask is not None:
+        x = jnp.where(mask[..., None], 0.0, x)
+    return jnp.all(jnp.isfinite(x))
+
+
+def check_finite_inputs(x: jax.Array, mask: jax.Array | None, name: str) -> None:
+    """Refuses NaN or infinite inputs (outside padded positions) when concrete.
+
+    A NaN input makes every kernel entry it touches NaN, silently. Under ``jit``
+    or another transformation the values are unknown and nothing is checked.
+
+    Raises:
+        ValueError: naming ``name`` if an unpadded entry is NaN or infinite.
+    """
+    if isinstance(x, jax.core.Tracer) or isinstance(mask, jax.core.Tracer):
+        return
+    finite = _all_finite(x, mask)
+    if isinstance(finite, jax.core.Tracer):  # concrete inputs inside a trace
+        return
+    if not bool(finite):
+        raise ValueError(
+            f"{name} contains NaN or infinite values (outside padded positions); "
+            "its kernel would be NaN. Remove or impute them, or mask them."
+        )
+
+
 def as_mask(mask, x: jax.Array, name: str) -> jax.Array | None:
     if mask is None:
         return None
@@ -98,8 +126,9 @@ def input_kernel(
         The input :class:`Kernel` (``ntk`` is zero: inputs have no parameters).
 
     Raises:
-        ValueError: on arrays of the wrong rank, mismatched channel counts or masks
-            of the wrong shape.
+        ValueError: on arrays of the wrong rank, mismatched channel counts, masks
+            of the wrong shape, or (for concrete inputs, not under ``jit``) NaN or
+            infinite values outside padded positions.
     """
     x1 = as_inputs(x1, "x1")
     mask1 = as_mask(mask1, x1, "mask1")
@@ -116,6 +145,9 @@ def input_kernel(
                 f"{x1.shape} and {x2.shape}."
             )
         mask2 = as_mask(mask2, x2, "mask2")
+    check_finite_inputs(x1, mask1, "x1")
+    if not x1_is_x2:
+        check_finite_inputs(x2, mask2, "x2")
     if mask1 is not None:
         x1 = jnp.where(mask1[..., None], 0.0, x1)
     if x1_is_x2:

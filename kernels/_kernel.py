@@ -268,9 +268,18 @@ class Layer(NamedTuple):
             ``nngp``/``ntk`` are ``(N1, N2, *layout)``, ``cov1`` is ``(N1, *layout)``.
 
         Raises:
-            ValueError: on inputs of the wrong rank or mismatched channel counts.
+            ValueError: on inputs of the wrong rank or mismatched channel counts,
+                or NaN or infinite inputs outside padded positions (checked only
+                for concrete inputs: under ``jit`` the values are unknown, and NaN
+                inputs give a NaN kernel).
         """
-        from ._inputs import as_inputs, as_mask, input_kernel, validate_get
+        from ._inputs import (
+            as_inputs,
+            as_mask,
+            check_finite_inputs,
+            input_kernel,
+            validate_get,
+        )
         from ._tiling import (
             pair_entries,
             resolve_tile_entries,
@@ -292,6 +301,9 @@ class Layer(NamedTuple):
             if should_tile(
                 x1, x2, names, tile_entries, per_pair=per_pair, kwargs=kwargs
             ):
+                check_finite_inputs(x1, mask1, "x1")
+                if x2 is not None:
+                    check_finite_inputs(x2, mask2, "x2")
                 out = tiled_kernel(
                     self,
                     x1,

@@ -1,4 +1,4 @@
-"""Piecewise-linear activations: the arc-cosine family (ABRelu and its special cases)."""
+"""Piecewise-linear activations: the arc-cosine family (ABRelu and special cases)."""
 
 from __future__ import annotations
 
@@ -13,14 +13,18 @@ from ._kernel import Layer
 def _correlation(c, q1, q2):
     """``(rho, sqrt(q1 q2))`` with ``rho = c / sqrt(q1 q2)`` clipped to [-1, 1].
 
-    Working with the correlation keeps the diagonal exact: there ``rho`` is exactly 1
-    (``sqrt(q * q) == q`` in IEEE arithmetic), whereas ``q1 q2 - c^2`` is a difference
-    of rounded products whose square root would carry a relative error of 1e-8. The
-    clip passes gradients straight through, and ``q1 q2 = 0`` gives ``rho = 0``.
+    Working with the correlation keeps the diagonal exact: there ``rho`` is exactly 1,
+    whereas ``q1 q2 - c^2`` is a difference of rounded products whose square root
+    would carry a relative error of 1e-8. The norm is computed as
+    ``s sqrt((q1/s)(q2/s))`` with ``s = max(q1, q2)``: one of the ratios is exactly
+    1, so the norm is exactly ``q`` on the diagonal, and nothing overflows where
+    ``q1 q2`` would (variances above ~1.8e19 in float32, e.g. a deep network with
+    ``W_std = 2``). The clip passes gradients straight through, and a zero variance
+    gives ``rho = 0``.
     """
-    qq = q1 * q2
-    positive = qq > 0
-    norm = safe_sqrt(qq)
+    positive = jnp.logical_and(q1 > 0, q2 > 0)
+    scale = jnp.where(positive, jnp.maximum(q1, q2), 1.0)
+    norm = jnp.where(positive, scale * safe_sqrt((q1 / scale) * (q2 / scale)), 0.0)
     rho = jnp.where(positive, c / jnp.where(positive, norm, 1.0), 0.0)
     rho = rho + jax.lax.stop_gradient(jnp.clip(rho, -1.0, 1.0) - rho)
     return rho, norm
@@ -45,7 +49,10 @@ def ab_relu_nngp(c, q1, q2, a, b):
 
 
 def ab_relu_d_nngp(c, q1, q2, a, b):
-    r""":math:`\mathbb E[\phi'\phi'] = \frac{a^2+b^2}{2} - \frac{(a-b)^2\theta}{2\pi}`."""
+    r"""The derivative dual of :func:`ab_relu_nngp`.
+
+    :math:`\mathbb E[\phi'\phi'] = \frac{a^2+b^2}{2} - \frac{(a-b)^2\theta}{2\pi}`.
+    """
     theta, _ = _angle(_correlation(c, q1, q2)[0])
     return (a**2 + b**2) / 2 - (a - b) ** 2 * theta / (2 * jnp.pi)
 

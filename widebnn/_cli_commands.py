@@ -25,30 +25,46 @@ def _jax():
     return jax
 
 
-def _out_dir(path) -> pathlib.Path:
-    out = pathlib.Path(path)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise InputError(f"--out: cannot create {out}: {error.strerror}") from None
-    return out
+def _network_settings(args) -> dict:
+    """``--depth``, ``--activation``, ``--W-std``, ``--b-std`` with their defaults;
+    refused together with ``--arch`` (the spec gives the layers)."""
+    from .cli import NETWORK_DEFAULTS
+
+    given = {k: getattr(args, k) for k in NETWORK_DEFAULTS}
+    if args.arch:
+        flags = {"depth": "--depth", "activation": "--activation"}
+        flags.update(W_std="--W-std", b_std="--b-std")
+        clashes = [flags[k] for k, v in given.items() if v is not None]
+        if clashes:
+            raise InputError(
+                f"{', '.join(clashes)} cannot be combined with --arch (the spec "
+                "gives the layers)"
+            )
+    return {k: NETWORK_DEFAULTS[k] if v is None else v for k, v in given.items()}
 
 
-def _positive(value, name):
-    if value is not None and value < 1:
-        raise InputError(f"{name} must be >= 1, got {value}")
+def network_spec(args) -> dict:
+    """The architecture spec of ``--arch``, or of the network options."""
+    from .cli import ACTIVATIONS
+
+    settings = _network_settings(args)
+    if args.arch:
+        return read_spec(args.arch)
+    return default_spec(
+        settings["depth"],
+        ACTIVATIONS[settings["activation"]],
+        W_std=settings["W_std"],
+        b_std=settings["b_std"],
+    )
 
 
 def build_model(args, x, out_dim: int):
-    """The :class:`widebnn.WideBNN` of ``--arch``/``--depth``, ``--width`` and
-    ``--noise-std`` for inputs shaped like ``x`` ``(N, ...)``."""
-    jax = _jax()
+    """The :class:`widebnn.WideBNN` of the network options (or ``--arch``),
+    ``--width`` and ``--noise-std`` for inputs shaped like ``x`` ``(N, ...)``."""
     from widebnn import WideBNN
 
-    _positive(args.width, "--width")
-    _positive(args.depth, "--depth")
-    spec = read_spec(args.arch) if args.arch else default_spec(args.depth)
-    body, settings = build_body(spec, args.width)
+    jax = _jax()
+    body, settings = build_body(network_spec(args), args.width)
     try:
         shape, _ = body.init(jax.random.key(0), (1, *x.shape[1:]))
     except (TypeError, ValueError) as error:
@@ -60,7 +76,9 @@ def build_model(args, x, out_dim: int):
             f"--arch: the network must end in features (N, width); it gives {shape} "
             "(add Flatten or a global pooling layer)"
         )
-    noise_std = settings["noise_std"] if args.noise_std is None else args.noise_std
+    noise_std = getattr(args, "noise_std", None)
+    if noise_std is None:
+        noise_std = settings["noise_std"]
     try:
         return WideBNN(
             body,
@@ -71,13 +89,18 @@ def build_model(args, x, out_dim: int):
             out_dim,
         )
     except ValueError as error:
-        raise InputError(str(error)) from None
+        raise InputError(f"--arch: {error}") from None
 
 
-def _data(args):
-    x, y = load_arrays(args.data, role="--data", need_y=True, y_columns=args.y_cols)
+def _data(args, *, need_y: bool = True):
+    """``(x, y, x_test)`` of ``--data``/``--y-cols`` and ``--test`` (``x_test`` is
+    ``x`` without ``--test``; ``y`` is ``None`` when not needed and absent)."""
+    y_cols = 1 if args.y_cols is None else args.y_cols
+    if need_y and y_cols < 1:
+        raise InputError(f"--y-cols must be >= 1 (the targets), got {y_cols}")
+    x, y = load_arrays(args.data, role="--data", need_y=need_y, y_columns=y_cols)
     if args.test:
-        x_test, _ = load_arrays(args.test, role="--test", need_y=False)
+        x_test, _ = load_arrays(args.test, role="--test", need_y=False, y_columns=0)
         if x_test.shape[1:] != x.shape[1:]:
             raise InputError(
                 f"--test: inputs of shape {x_test.shape[1:]} per row, but --data has "
@@ -92,8 +115,6 @@ def run_sampler(args, model, x, y, x_test, key):
     """Runs ``--sampler`` and returns its posterior."""
     from widebnn import samplers
 
-    _positive(args.draws, "--draws")
-    _positive(args.chains, "--chains")
     progress = not args.no_progress
     if args.sampler == "rejection":
         return samplers.rejection(
@@ -155,20 +176,35 @@ def _print_mixing(posterior):
     return summary
 
 
+def _describe(args) -> str:
+    if args.arch:
+        return f"the network of {args.arch}"
+    s = _network_settings(args)
+    return (
+        f"{s['depth']}-hidden-layer {s['activation']} network, W_std={s['W_std']}, "
+        f"b_std={s['b_std']}"
+    )
+
+
 def kernel_command(args) -> int:
     """``widebnn kernel``: NNGP/NTK of a network on built-in or user data."""
-    jax = _jax()
     if args.data is None:
         return _kernel_demo(args)
-    x, y, x_test = _data(args)
-    model = build_model(args, x, y.shape[1])
-    out = _out_dir(args.out)
+    if args.demo:
+        raise InputError("--demo (built-in inputs) cannot be combined with --data")
+    if args.n is not None:
+        raise InputError("--n sets the number of built-in inputs; not with --data")
+    jax = _jax()
+    x, y, x_test = _data(args, need_y=False)
+    model = build_model(args, x, 1 if y is None else y.shape[1])
+    out = pathlib.Path(args.out)  # created by cli.main
     nngp, ntk = jax.jit(lambda a: model.kernel(a, get=("nngp", "ntk")))(x)
     arrays = {"nngp": np.asarray(nngp), "ntk": np.asarray(ntk)}
     if args.test:
-        cross = model.kernel(x_test, x, get=("nngp", "ntk"))
+        cross = jax.jit(lambda a, b: model.kernel(a, b, get=("nngp", "ntk")))(x_test, x)
         arrays.update(nngp_test=np.asarray(cross[0]), ntk_test=np.asarray(cross[1]))
     np.savez(out / "kernels.npz", **arrays)
+    print(f"{_describe(args)}, {x.shape[0]} inputs of {args.data}")
     for name, value in arrays.items():
         print(f"{name:<10} {value.shape}  diagonal mean {np.mean(_diag(value)):.4g}")
     print(f"wrote {out / 'kernels.npz'}")
@@ -181,23 +217,23 @@ def _diag(matrix):
 
 
 def _kernel_demo(args) -> int:
-    from widebnn import kernels
-
-    _positive(args.depth, "--depth")
-    _positive(args.n, "--n")
-    activation = {"relu": kernels.Relu, "erf": kernels.Erf}[args.activation]
-    hidden = [
-        kernels.serial(kernels.Dense(512, args.W_std, args.b_std), activation())
-        for _ in range(args.depth)
-    ]
-    net = kernels.serial(*hidden, kernels.Dense(1, args.W_std, args.b_std))
-    angles = np.linspace(0.0, np.pi, args.n)
+    for flag, given in (
+        ("--test", args.test is not None),
+        ("--out", args.out is not None),
+        ("--y-cols", args.y_cols is not None),
+        ("--overwrite", args.overwrite),
+    ):
+        if given:
+            raise InputError(f"{flag} needs --data (your inputs)")
+    n = 5 if args.n is None else args.n
+    angles = np.linspace(0.0, np.pi, n)
     x = np.stack([np.cos(angles), np.sin(angles)], axis=1)
-    nngp, ntk = net.kernel(x, get=("nngp", "ntk"))
+    model = build_model(args, x, 1)
+    nngp, ntk = model.kernel(x, get=("nngp", "ntk"))
     np.set_printoptions(precision=4, suppress=True, linewidth=120)
     print(
-        f"{args.depth}-hidden-layer {args.activation} network, W_std={args.W_std}, "
-        f"b_std={args.b_std}, {args.n} points on the unit half-circle"
+        f"{_describe(args)}, readout W_std={model.readout_W_std}, "
+        f"b_std={model.readout_b_std}; {n} points on the unit half-circle"
     )
     print("NNGP kernel:")
     print(np.asarray(nngp))
@@ -211,7 +247,7 @@ def sample_command(args) -> int:
     jax = _jax()
     x, y, x_test = _data(args)
     model = build_model(args, x, y.shape[1])
-    out = _out_dir(args.out)
+    out = pathlib.Path(args.out)  # created by cli.main
     start = time.perf_counter()
     posterior = run_sampler(args, model, x, y, x_test, jax.random.key(args.seed))
     print(f"{args.sampler}: {posterior.num_chains} chain(s) x {posterior.num_draws}")
@@ -225,9 +261,17 @@ def sample_command(args) -> int:
 
 
 def _gp(model, x, y):
-    from widebnn import gp
+    """The NNGP posterior of ``model`` (its kernel as one layer: compiled once)."""
+    from widebnn import gp, kernels
 
-    return gp.posterior(model.kernel, x, y, noise_var=model.noise_std**2, get="nngp")
+    readout = kernels.Dense(
+        model.out_dim,
+        model.readout_W_std,
+        model.readout_b_std,
+        parameterization=model.parameterization,
+    )
+    network = kernels.serial(model.body, readout)
+    return gp.posterior(network, x, y, noise_var=model.noise_std**2, get="nngp")
 
 
 def compare_command(args) -> int:
@@ -237,7 +281,7 @@ def compare_command(args) -> int:
 
     x, y, x_test = _data(args)
     model = build_model(args, x, y.shape[1])
-    out = _out_dir(args.out)
+    out = pathlib.Path(args.out)  # created by cli.main
     gp_posterior = _gp(model, x, y)
     posterior = run_sampler(args, model, x, y, x_test, jax.random.key(args.seed))
     result = compare.predictive(posterior, gp_posterior, x_test)

@@ -2,7 +2,7 @@
 
 Data files are ``.npz`` (arrays ``x`` and, for training data, ``y``; loaded without
 pickle) or ``.csv`` (numbers separated by commas, an optional header line; the last
-``y_columns`` columns are the targets). A spec is a JSON file::
+``y_columns`` columns, ``--y-cols``, are the targets). A spec is a JSON file::
 
     {"layers": [{"layer": "Dense", "out_dim": "width", "W_std": 1.4, "b_std": 0.1},
                 {"layer": "Relu"}],
@@ -28,7 +28,7 @@ SPEC_LAYERS = (
     "ABRelu Abs AvgPool Conv ConvLocal Cos Dense Dropout Erf Exp ExpNormalized "
     "Flatten Gabor Gaussian Gelu GlobalAvgPool GlobalSelfAttention GlobalSumPool "
     "Hermite LayerNorm LeakyRelu Monomial Polynomial Rbf RectifiedMonomial Relu "
-    "Sigmoid_like Sign Sin SumPool"
+    "Sigmoid_like Sign Sin SumPool Tanh"
 ).split()
 
 
@@ -36,14 +36,15 @@ class InputError(ValueError):
     """A problem with what the user passed to the command (one-line message)."""
 
 
-def load_arrays(path, *, role: str, need_y: bool, y_columns: int = 1):
+def load_arrays(path, *, role: str, need_y: bool, y_columns: int | None = None):
     """Reads ``x`` (and ``y``) from a ``.npz`` or ``.csv`` file.
 
     Args:
         path: the file.
         role: the option it came from, for messages (e.g. ``"--data"``).
         need_y: whether targets are required.
-        y_columns: for ``.csv``: how many trailing columns are targets.
+        y_columns: for ``.csv``: how many trailing columns are targets (``>= 0``;
+            ``>= 1`` when ``need_y``); ``None`` for 1 if ``need_y`` else 0.
 
     Returns:
         ``(x, y)`` as float64 arrays: ``x`` ``(N, ...)`` with at least 2 axes,
@@ -53,6 +54,14 @@ def load_arrays(path, *, role: str, need_y: bool, y_columns: int = 1):
     Raises:
         InputError: for a missing, unreadable or malformed file.
     """
+    if y_columns is None:
+        y_columns = 1 if need_y else 0
+    if isinstance(y_columns, bool) or not isinstance(y_columns, int):
+        raise InputError(f"--y-cols must be an integer, got {y_columns!r}")
+    if y_columns < (1 if need_y else 0):
+        raise InputError(
+            f"--y-cols must be >= {1 if need_y else 0} for {role}, got {y_columns}"
+        )
     path = pathlib.Path(path)
     if not path.is_file():
         raise InputError(f"{role}: no such file: {path}")
@@ -60,7 +69,7 @@ def load_arrays(path, *, role: str, need_y: bool, y_columns: int = 1):
     if suffix == ".npz":
         x, y = _load_npz(path, role)
     elif suffix == ".csv":
-        x, y = _load_csv(path, role, y_columns if need_y else 0)
+        x, y = _load_csv(path, role, y_columns)
     else:
         raise InputError(f"{role}: expected a .npz or .csv file, got {path.name}")
     if x.ndim == 1:
@@ -114,7 +123,7 @@ def _load_csv(path, role, y_columns):
     if table.shape[1] <= y_columns:
         raise InputError(
             f"{role}: {path.name} has {table.shape[1]} columns; need more than the "
-            f"{y_columns} target column(s)"
+            f"{y_columns} target column(s) of --y-cols"
         )
     if y_columns == 0:
         return table, None
@@ -129,9 +138,21 @@ def _is_numeric_row(line: str) -> bool:
     return True
 
 
-def default_spec(depth: int, activation: str = "Relu") -> dict[str, Any]:
-    """``depth`` hidden ``Dense(width, 1.4, 0.1)`` + activation layers."""
-    hidden = {"layer": "Dense", "out_dim": "width", "W_std": 1.4, "b_std": 0.1}
+def default_spec(
+    depth: int, activation: str = "Relu", *, W_std: float = 1.4, b_std: float = 0.1
+) -> dict[str, Any]:
+    """``depth`` hidden ``Dense(width, W_std, b_std)`` + ``activation`` layers.
+
+    Args:
+        depth: number of hidden layers ``>= 1``.
+        activation: a layer name of :mod:`widebnn.kernels` without arguments.
+        W_std: weight standard deviation of the hidden layers.
+        b_std: bias standard deviation of the hidden layers.
+
+    Returns:
+        A spec for :func:`build_body`, with the default readout and noise.
+    """
+    hidden = {"layer": "Dense", "out_dim": "width", "W_std": W_std, "b_std": b_std}
     layers = []
     for _ in range(depth):
         layers += [dict(hidden), {"layer": activation}]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import numbers
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -33,6 +35,50 @@ class Prediction(NamedTuple):
     covariance: jax.Array
 
 
+#: How many networks keep a compiled kernel (see :func:`compiled_layer_kernel`).
+COMPILED_NETWORKS = 8
+
+
+@functools.lru_cache(maxsize=COMPILED_NETWORKS)
+def compiled_layer_kernel(layer: Layer):
+    """``fn(x1, x2, names)``: ``layer.kernel`` compiled once per network.
+
+    One compiled program per input shape is much cheaper than dispatching (and
+    compiling) every primitive of a deep network eagerly. The jitted function is
+    kept for the last :data:`COMPILED_NETWORKS` networks (a ``Layer`` is a tuple
+    of closures, equal only to itself or a copy of itself), so that a second
+    :func:`widebnn.gp.posterior` of the same network, or a second ``predict``,
+    on inputs of the same shape does not trace and compile again. A bounded
+    cache is the one exception to "no module-level caches": the compiled
+    program of a network is not data the user passes around.
+    """
+    return jax.jit(
+        lambda x1, x2, names: layer.kernel(x1, x2, get=names),
+        static_argnames="names",
+    )
+
+
+@functools.lru_cache(maxsize=COMPILED_NETWORKS)
+def compiled_layer_diagonal(layer: Layer):
+    """``fn(x, names) -> tuple of (M, 1, 1)``: each point's kernel with itself,
+    vectorised with ``vmap`` and compiled once per network (see
+    :func:`compiled_layer_kernel`)."""
+
+    def diagonal(x, names):
+        return jax.vmap(lambda xi: layer.kernel(xi[None], None, get=names))(x)
+
+    return jax.jit(diagonal, static_argnames="names")
+
+
+def _cached(factory, layer: Layer):
+    """``factory(layer)`` from the cache, or uncached for an unhashable layer."""
+    try:
+        hash(layer)
+    except TypeError:  # a layer holding unhashable callables
+        return factory.__wrapped__(layer)
+    return factory(layer)
+
+
 def as_kernel_fn(kernel) -> KernelFn:
     """Returns ``fn(x1, x2, names) -> tuple of (N1, N2) arrays`` for a kernel.
 
@@ -40,21 +86,19 @@ def as_kernel_fn(kernel) -> KernelFn:
         kernel: a :class:`widebnn.kernels.Layer`, or a callable with the calling
             convention of :meth:`Layer.kernel`: ``kernel(x1, x2, get)`` where
             ``x2`` may be ``None`` and ``get`` is a tuple of names, returning a
-            tuple of arrays in the order of ``get``.
+            tuple of arrays in the order of ``get``. A layer's kernel is compiled
+            once per network and input shape (:func:`compiled_layer_kernel`).
 
     Raises:
         TypeError: if ``kernel`` is neither.
     """
     if isinstance(kernel, Layer):
-        # One compiled program per input shape: much cheaper than dispatching (and
-        # compiling) every primitive of a deep network eagerly.
-        jitted = jax.jit(
-            lambda x1, x2, names: kernel.kernel(x1, x2, get=names),
-            static_argnames="names",
-        )
+        layer = kernel
 
         def layer_fn(x1, x2, names):
-            return jitted(x1, x2, names=tuple(names))
+            if _linalg.is_traced(x1, x2):  # inside the caller's jit/grad: inline
+                return layer.kernel(x1, x2, get=tuple(names))
+            return _cached(compiled_layer_kernel, layer)(x1, x2, names=tuple(names))
 
         return layer_fn
     if not callable(kernel):
@@ -100,11 +144,10 @@ def kernel_diagonal(kernel, fn: KernelFn, x, names: Sequence[str]):
     """
     names = tuple(names)
     if isinstance(kernel, Layer):
-
-        def one(xi):
-            return kernel.kernel(xi[None], None, get=names)
-
-        values = jax.jit(jax.vmap(one))(x)
+        if _linalg.is_traced(x):
+            values = compiled_layer_diagonal.__wrapped__(kernel)(x, names=names)
+        else:
+            values = _cached(compiled_layer_diagonal, kernel)(x, names=names)
         return {n: v[:, 0, 0] for n, v in zip(names, values, strict=True)}
     full = evaluate(fn, x, None, names, "kernel(x_test, None)")
     return {n: jnp.diagonal(v) for n, v in full.items()}
@@ -148,9 +191,18 @@ def check_targets(y, x: jax.Array, x_name: str, y_name: str) -> jax.Array:
 
 
 def check_nonnegative(value, name: str):
-    """Checks a scalar ``>= 0`` when it is concrete (traced values pass)."""
-    if value is None:
-        raise TypeError(f"{name} must be a number >= 0, got None.")
+    """Checks a real scalar ``>= 0`` (its value only when concrete).
+
+    Raises:
+        TypeError: for ``None``, a string, a bool or another non-real type.
+        ValueError: for an array that is not a scalar, or a negative, NaN or
+            infinite value.
+    """
+    if not _is_real(value):
+        raise TypeError(
+            f"{name} must be a real number >= 0, got {value!r} "
+            f"({type(value).__name__})."
+        )
     if _linalg.is_traced(value):
         return value
     concrete = np.asarray(value, dtype=float)
@@ -159,6 +211,18 @@ def check_nonnegative(value, name: str):
     if not np.isfinite(concrete) or concrete < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value}.")
     return value
+
+
+def _is_real(value) -> bool:
+    """Whether ``value`` is a real number or an array of a real (not bool) dtype."""
+    if isinstance(value, bool | np.bool_):
+        return False
+    if isinstance(value, numbers.Real):
+        return True
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        return False
+    return jnp.issubdtype(dtype, jnp.floating) or jnp.issubdtype(dtype, jnp.integer)
 
 
 @jax.jit

@@ -13,7 +13,7 @@ import optax
 from jax.typing import ArrayLike
 from tqdm.auto import tqdm
 
-from . import _gp_core
+from . import _gp_core, _linalg
 from ._linalg import DEFAULT_JITTER_LADDER
 
 
@@ -133,6 +133,7 @@ def fit_hyperparameters(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an integer >= 0, got {steps!r}.")
     _gp_core.check_nonnegative(diag_reg, "diag_reg")
+    jitter_ladder = _linalg.check_jitter_ladder(jitter_ladder)
     x = _gp_core.check_inputs(x, "x")
     y = _gp_core.check_targets(y, x, "x", "y")
     if optimizer is None:

@@ -129,6 +129,40 @@ def _cholesky_jvp(primals, tangents):
     return factor, jnp.where(ok, safe @ phi, 0.0)
 
 
+def check_jitter_ladder(jitter_ladder) -> tuple[float, ...]:
+    """Checks a jitter ladder: a non-empty sequence of increasing numbers > 0.
+
+    Args:
+        jitter_ladder: the relative jitters, e.g. :data:`DEFAULT_JITTER_LADDER`.
+
+    Returns:
+        The ladder as a tuple of Python floats.
+
+    Raises:
+        TypeError: if it is not a sequence of real numbers.
+        ValueError: if it is empty, or a value is not finite and > 0, or the
+            values do not increase.
+    """
+    expected = (
+        f"a non-empty tuple of increasing numbers > 0, e.g. {DEFAULT_JITTER_LADDER}"
+    )
+    if isinstance(jitter_ladder, str | bytes) or not hasattr(jitter_ladder, "__len__"):
+        raise TypeError(f"jitter_ladder must be {expected}, got {jitter_ladder!r}.")
+    try:
+        ladder = tuple(float(j) for j in jitter_ladder)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"jitter_ladder must be {expected}, got {jitter_ladder!r}."
+        ) from None
+    if not ladder:
+        raise ValueError(f"jitter_ladder must be {expected}, got {jitter_ladder!r}.")
+    if not all(np.isfinite(j) and j > 0 for j in ladder) or any(
+        b <= a for a, b in zip(ladder, ladder[1:], strict=False)
+    ):
+        raise ValueError(f"jitter_ladder must be {expected}, got {jitter_ladder!r}.")
+    return ladder
+
+
 def _usable_ladder(ladder, dtype) -> tuple[float, ...]:
     """Drops jitters below the resolution of ``dtype`` (they would change nothing)."""
     eps = float(jnp.finfo(dtype).eps)
@@ -170,11 +204,14 @@ def cholesky(
         LinAlgError: eager mode only, when the matrix is not numerically positive
             definite even with the largest jitter. The message gives the smallest
             eigenvalue and the condition estimate.
-        ValueError: if ``matrix`` is not square or contains NaN/inf (eager mode).
+        ValueError: if ``matrix`` is not square or contains NaN/inf (eager mode),
+            or ``jitter_ladder`` is empty or not increasing and positive.
+        TypeError: if ``jitter_ladder`` is not a sequence of numbers.
     """
     matrix = jnp.asarray(matrix)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"matrix must be square (N, N), got shape {matrix.shape}.")
+    jitter_ladder = check_jitter_ladder(jitter_ladder)
     eager = not is_traced(matrix, diag_reg)
     if eager and check and not bool(_all_finite_jit(matrix)):
         raise ValueError("the kernel matrix contains NaN or inf entries.")

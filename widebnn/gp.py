@@ -202,8 +202,11 @@ def posterior(
         A :class:`Posterior`; call ``.predict(x_test, full_cov=True)``.
 
     Raises:
-        ValueError: on mismatched lengths, a 1-D ``y_train``, NaN in ``y_train``,
-            a negative ``noise_var`` or ``diag_reg``, or an asymmetric kernel.
+        ValueError: on mismatched lengths, a 1-D ``y_train``, NaN in ``y_train``
+            or (concrete) ``x_train``, a negative ``noise_var`` or ``diag_reg``,
+            an empty or non-increasing ``jitter_ladder``, or an asymmetric kernel.
+        TypeError: if ``noise_var`` or ``diag_reg`` is not a real number (e.g. a
+            string), or ``kernel`` is neither a layer nor a callable.
         LinAlgError: if the regularised training kernel is not positive definite
             even with the jitter ladder (the message gives its condition estimate).
 
@@ -230,6 +233,7 @@ def posterior(
     y_train = _gp_core.check_targets(y_train, x_train, "x_train", "y_train")
     _gp_core.check_nonnegative(noise_var, "noise_var")
     _gp_core.check_nonnegative(diag_reg, "diag_reg")
+    jitter_ladder = _linalg.check_jitter_ladder(jitter_ladder)
     fn = _gp_core.as_kernel_fn(kernel)
     names = ("nngp", "ntk") if get == "ntk" else ("ntk" if get == "ntkgp" else "nngp",)
     train = _gp_core.evaluate(fn, x_train, None, names, "kernel(x_train, None)")
@@ -305,6 +309,7 @@ def log_marginal_likelihood(
     y_train = _gp_core.check_targets(y_train, x_train, "x_train", "y_train")
     _gp_core.check_nonnegative(noise_var, "noise_var")
     _gp_core.check_nonnegative(diag_reg, "diag_reg")
+    jitter_ladder = _linalg.check_jitter_ladder(jitter_ladder)
     name = "ntk" if get == "ntkgp" else "nngp"
     fn = _gp_core.as_kernel_fn(kernel)
     k_train = _gp_core.evaluate(fn, x_train, None, (name,), "kernel(x_train, None)")

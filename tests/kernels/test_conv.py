@@ -313,7 +313,8 @@ def test_aggregate_closed_form_and_monte_carlo():
     inner = kernels.serial(kernels.Dense(512, 1.2, 0.2), kernels.Relu()).kernel(
         x, get="nngp"
     )
-    closed = np.einsum("nij,nmjk,mlk->nmil", p, inner, p).sum(axis=(2, 3)) + 16 * 0.01
+    # Neural Tangents' convention: p[n, tail, head], K' = p1^T K p2
+    closed = np.einsum("nth,nmtu,mug->nmhg", p, inner, p).sum(axis=(2, 3)) + 16 * 0.01
     np.testing.assert_allclose(expected[0], np.asarray(closed), rtol=1e-12)
 
     def apply(params, inputs):

@@ -34,6 +34,27 @@ def test_csv_with_header_and_two_targets(tmp_path):
     assert x.shape == (2, 4) and y is None
 
 
+def test_y_columns_split_and_validation(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("1,2,3\n4,5,6\n")
+    x, y = load_arrays(path, role="--data", need_y=True, y_columns=1)
+    np.testing.assert_array_equal(x, [[1, 2], [4, 5]])
+    np.testing.assert_array_equal(y, [[3], [6]])
+    x, y = load_arrays(path, role="--data", need_y=False, y_columns=0)
+    assert x.shape == (2, 3) and y is None
+    x, y = load_arrays(path, role="--data", need_y=False, y_columns=2)
+    np.testing.assert_array_equal(x, [[1], [4]])
+    # a negative count used to slice from the wrong end (x = column 0 only, y = the
+    # rest) and exit 0; zero targets where targets are needed
+    for bad in (-1, 0):
+        with pytest.raises(InputError, match="--y-cols must be >= 1"):
+            load_arrays(path, role="--data", need_y=True, y_columns=bad)
+    with pytest.raises(InputError, match="--y-cols must be >= 0"):
+        load_arrays(path, role="--data", need_y=False, y_columns=-2)
+    with pytest.raises(InputError, match="--y-cols must be an integer"):
+        load_arrays(path, role="--data", need_y=True, y_columns=1.0)
+
+
 @pytest.mark.parametrize(
     "name, content, match",
     [
@@ -94,6 +115,20 @@ def test_default_spec_is_depth_dense_relu():
     body, _ = build_body(spec, width=5)
     x = np.ones((2, 3))
     assert body.kernel(x, get="nngp").shape == (2, 2)
+
+
+def test_default_spec_takes_activation_and_stds():
+    spec = default_spec(1, "Tanh", W_std=2.0, b_std=0.5)
+    assert spec["layers"] == [
+        {"layer": "Dense", "out_dim": "width", "W_std": 2.0, "b_std": 0.5},
+        {"layer": "Tanh"},
+    ]
+    body, _ = build_body(spec, width=5)
+    x = np.random.default_rng(1).normal(size=(3, 2))
+    expected = kernels.serial(kernels.Dense(5, 2.0, 0.5), kernels.Tanh())
+    np.testing.assert_array_equal(
+        body.kernel(x, get="nngp"), expected.kernel(x, get="nngp")
+    )
 
 
 @pytest.mark.parametrize(

@@ -437,6 +437,30 @@ def test_log_marginal_likelihood_traces_once():
     assert counted.count == 1
 
 
+def test_posterior_and_predict_compile_once_per_network():
+    """A second ``posterior`` of the same network on new data of the same shape,
+    and a second ``predict``, reuse the compiled kernel (no new trace)."""
+    base = relu_network()
+    counted = TraceCounter(base.kernel_fn)
+    net = base._replace(kernel_fn=counted)
+
+    def run(seed):
+        x, x_test, y = _data(seed=seed)
+        post = gp.posterior(net, x, y, noise_var=0.1, get="ntk")
+        full = post.predict(x_test)
+        diagonal = post.predict(x_test, full_cov=False)
+        np.testing.assert_allclose(diagonal.covariance, np.diag(full.covariance))
+        return post, x_test
+
+    post, x_test = run(seed=20)
+    traces = counted.count
+    assert traces > 0
+    run(seed=21)
+    post.predict(x_test + 1.0)
+    post.predict(x_test - 1.0, full_cov=False)
+    assert counted.count == traces
+
+
 def test_fit_hyperparameters_reaches_the_scipy_optimum():
     rng = np.random.default_rng(0)
     x = rng.uniform(-2, 2, size=(20, 1))
@@ -510,6 +534,22 @@ def test_bad_data_raise_clear_errors(small):
         gp.posterior(net, x, y, noise_var=-0.1)
     with pytest.raises(ValueError, match="diag_reg"):
         gp.posterior(net, x, y, noise_var=0.1, diag_reg=-1.0)
+    for bad_type in ("0.1", True, None, [0.1]):
+        with pytest.raises(TypeError, match="noise_var must be a real number"):
+            gp.posterior(net, x, y, noise_var=bad_type)
+    with pytest.raises(TypeError, match="diag_reg must be a real number"):
+        gp.log_marginal_likelihood(net, x, y, noise_var=0.1, diag_reg="1e-3")
+    for ladder in ((), (1e-4, 1e-6), (0.0,), (np.inf,)):
+        with pytest.raises(ValueError, match="jitter_ladder must be a non-empty"):
+            gp.posterior(net, x, y, noise_var=0.1, jitter_ladder=ladder)
+    with pytest.raises(ValueError, match="jitter_ladder"):
+        gp.log_marginal_likelihood(net, x, y, noise_var=0.1, jitter_ladder=())
+    with pytest.raises(TypeError, match="jitter_ladder"):
+        gp.posterior(net, x, y, noise_var=0.1, jitter_ladder="1e-6")
+    with pytest.raises(ValueError, match="jitter_ladder"):
+        gp.fit_hyperparameters(
+            lambda p: net, {"noise_var": 0.1}, x, y, jitter_ladder=(), progress=False
+        )
     with pytest.raises(ValueError, match="get must be one of"):
         gp.posterior(net, x, y, noise_var=0.1, get="cov1")
     with pytest.raises(ValueError, match="x_train must have shape"):
