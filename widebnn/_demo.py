@@ -170,7 +170,6 @@ def _run(out: pathlib.Path, settings: DemoSettings, progress: bool) -> int:
         x,
         y,
         algorithm="ghmc",
-        reparam="repriorised",
         exact_readout=True,
         integrator="gaussian_split",
         num_chains=settings.chains,
