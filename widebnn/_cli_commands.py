@@ -313,11 +313,12 @@ def _print_files(files):
 
 def demo_command(args: argparse.Namespace) -> int:
     """``widebnn demo``: the whole pipeline on the built-in 1-D regression, in
-    float64 (turned on here, before any JAX operation)."""
+    float64 (``main`` has created ``--out``; float64 is turned on here too, before
+    any JAX operation, for callers other than ``main``)."""
     _jax()
-    out = _out_dir(args.out)
+    out = pathlib.Path(args.out)
     probe = out / ".widebnn-demo-write-test"
-    try:
+    try:  # before minutes of work, not after
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:

@@ -183,9 +183,14 @@ def _run(out: pathlib.Path, settings: DemoSettings, progress: bool) -> int:
     print(f"      {time.perf_counter() - start:.1f} s (compilation included)")
     result = compare.predictive(posterior, gp_posterior, x_test)
     print(result.table())
-    tables["ghmc_vs_nngp"] = {"draws": "MCMC (repriorised GHMC)"} | result.to_dict()
+    tables["ghmc_vs_nngp"] = {"draws": result.label} | result.to_dict()
     idata = diagnostics.to_inference_data(
-        posterior, model=model, x_test=x_test, observed={"y": y}, num_projections=4
+        posterior,
+        model=model,
+        x_test=x_test,
+        x_train=x,
+        observed={"y": y},
+        num_projections=4,
     )
     summary = az.summary(idata, var_names=["f_projection", "weight_projection"])
     print("\nArviZ summary of 4 random projections of predictions and weights:")
@@ -253,8 +258,8 @@ def _exact_part(settings, x, y, x_test, key, progress, out, tables) -> list[str]
     )
     gp_small = _gp(exact_model, x_small, y_small)
     result = compare.predictive(exact, gp_small, x_test)
-    print(result.table().replace("MCMC vs GP", "exact (rejection) vs GP", 1))
-    tables["rejection_vs_nngp"] = {"draws": "exact (rejection)"} | result.to_dict()
+    print(result.table())
+    tables["rejection_vs_nngp"] = {"draws": result.label} | result.to_dict()
     return [
         plots.plot_predictive(
             exact,

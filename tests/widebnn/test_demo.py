@@ -7,10 +7,11 @@ import re
 import subprocess
 import sys
 
+import arviz as az
 import numpy as np
 import pytest
 
-from widebnn import cli
+from widebnn import cli, diagnostics
 from widebnn._demo import FULL, exact_subset
 
 FILES = (
@@ -44,7 +45,7 @@ def _check_output(result, out):
     tables = json.loads((out / "comparison.json").read_text())
     assert set(tables) == {"ghmc_vs_nngp", "rejection_vs_nngp"}
     assert tables["rejection_vs_nngp"]["draws"] == "exact (rejection)"
-    assert tables["ghmc_vs_nngp"]["draws"].startswith("MCMC")
+    assert tables["ghmc_vs_nngp"]["draws"] == "MCMC (ghmc)"
     assert "(float64)" in result.stdout  # the command turns float64 on itself
     assert "ess_bulk" in result.stdout  # the ArviZ summary
     assert "exact (rejection) vs GP" in result.stdout
@@ -66,9 +67,10 @@ def test_full_demo_as_in_the_readme(tmp_path):
     """The README's main command in full (about 1 min of CPU time). The exact
     part's acceptance rate is that of the 4-point subset (5.4 % from the NNGP
     evidence over the data bound), the MCMC part's R-hat of the projections is
-    below 1.05, and the exact draws agree with the NNGP of the subset in mean
-    (the RMSE is within 4 Monte Carlo standard errors of its floor: the
-    finite-width difference at width 128 is small at this noise)."""
+    below 1.05, the exact draws agree with the NNGP of the subset in mean (the
+    RMSE is within 4 Monte Carlo standard errors of its floor: the finite-width
+    difference at width 128 is small at this noise), and the saved posterior
+    has what az.loo needs (64 pointwise log-likelihoods)."""
     out = tmp_path / "widebnn-demo"
     result = _demo("--out", str(out), timeout=1200)
     tables, rate = _check_output(result, out)
@@ -83,11 +85,16 @@ def test_full_demo_as_in_the_readme(tmp_path):
     assert exact["num_draws"] == FULL.exact_draws
     assert exact["rmse"] < exact["rmse_floor"] + 4 * exact["rmse_se"]
     assert re.search(r"demo finished in \d+ s", result.stdout)
+    idata = diagnostics.load_inference_data(out / "posterior.nc")
+    loo = az.loo(idata)
+    assert loo.n_data_points == 64 and np.isfinite(loo.elpd_loo)
 
 
-@pytest.mark.parametrize("where", ["/proc/nope", "file"])
+@pytest.mark.parametrize("where", ["/proc/nope", "/proc", "file"])
 def test_unwritable_out_is_a_one_line_error(tmp_path, capsys, where):
-    """Before any computation: exit code 2 and one line naming --out."""
+    """Before any computation: exit code 2 and one line naming --out (a folder
+    that cannot be created, one that exists but takes no files, a path through
+    a file)."""
     if where == "file":
         (tmp_path / "file").write_text("")
         where = str(tmp_path / "file" / "demo")
