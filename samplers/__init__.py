@@ -1,5 +1,6 @@
 """widebnn.samplers: posterior samplers for finite-width Bayesian networks."""
 
+from ._convergence import SamplerWarning as SamplerWarning
 from ._hmc import hmc as hmc
 from ._posterior import Posterior as Posterior
 from ._ratio import log_density_ratio as log_density_ratio

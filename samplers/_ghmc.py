@@ -19,6 +19,8 @@ from blackjax.mcmc.integrators import IntegratorState
 from blackjax.mcmc.proposal import nonreversible_slice_sampling
 from jax.flatten_util import ravel_pytree
 
+from ._progress import report_one, report_step
+
 
 def _ghmc_kernel(integrator, divergence_threshold=1000):
     """``blackjax.mcmc.ghmc``'s kernel with a choice of integrator (BlackJAX's own
@@ -117,19 +119,19 @@ def ghmc_warmup(step, states, key, inverse_mass, config):
             continue
         da = da_init(step_size)
 
-        def body(carry, k):
+        def body(carry, xs):
             states, da = carry
+            index, k = xs
+            report_step(index, num_warmup)
             keys = jax.random.split(k, num_chains)
             eps = jnp.exp(da.log_step_size)
             states, info = vstep(keys, states, eps, inverse_mass, 1.0)
             acc = jnp.where(jnp.isfinite(info.acceptance_rate), info.acceptance_rate, 0)
             return (states, da_update(da, jnp.mean(acc))), info.num_integration_steps
 
-        (states, da), n_steps = jax.lax.scan(
-            body,
-            (states, da),
-            jax.random.split(jax.random.fold_in(key, window), length),
-        )
+        keys = jax.random.split(jax.random.fold_in(key, window), length)
+        indices = jnp.arange(length) + (0 if window == 0 else first)
+        (states, da), n_steps = jax.lax.scan(body, (states, da), (indices, keys))
         step_size = da_final(da)
         grads = grads + jnp.sum(n_steps)
     return states, jnp.full((num_chains,), step_size), grads
@@ -144,13 +146,19 @@ def window_warmup(algorithm, logdensity, positions, key, config, integrator=None
     )
     if integrator is not None:
         extra["integrator"] = integrator
+    keep = get_filter_adapt_info_fn(info_keys={"num_integration_steps"})
+
+    def info_fn(state, info, adaptation_state):
+        # Called once per warm-up transition (the callback fires once for all
+        # chains): feeds the warm-up progress bar.
+        report_one(config.num_warmup)
+        return keep(state, info, adaptation_state)
+
     warmup = blackjax.window_adaptation(
         blackjax.hmc if algorithm == "hmc" else blackjax.nuts,
         logdensity,
         target_acceptance_rate=config.target_acceptance,
-        adaptation_info_fn=get_filter_adapt_info_fn(
-            info_keys={"num_integration_steps"}
-        ),
+        adaptation_info_fn=info_fn,
         **extra,
     )
 

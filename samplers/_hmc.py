@@ -8,6 +8,8 @@ when there are several), draws come from ``lax.scan`` in jitted chunks.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 from functools import partial
 from typing import Any, NamedTuple
@@ -17,10 +19,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from ._checks import check_key
+from ._convergence import warn_if_unreliable
 from ._ghmc import build_step, ghmc_warmup, init_state, window_warmup
 from ._integrators import gaussian_split, prior_precision
-from ._platform import batch_map
+from ._platform import batch_map, blas_single_threaded
 from ._posterior import Posterior
+from ._progress import report_step, warmup_scope
+from ._readout import exact_readout_params
 from ._reprior import (
     REPARAMS,
     check_data,
@@ -170,13 +176,16 @@ def _warmup(model, config, init_key, warm_key, x, y):
         alpha = _momentum_refresh(config, eps)
         vstep = jax.vmap(step)
 
-        def body(states, k):
+        def body(states, xs):
+            index, k = xs
+            report_step(index, config.num_warmup)
             keys = jax.random.split(k, num_chains)
             states, info = vstep(keys, states, eps, unit, alpha)
             return states, jnp.sum(info.num_integration_steps)
 
         keys = jax.random.split(warm_key, config.num_warmup)
-        states, n_steps = jax.lax.scan(body, states, keys)
+        indices = jnp.arange(config.num_warmup)
+        states, n_steps = jax.lax.scan(body, states, (indices, keys))
         return states, eps, unit, jnp.sum(n_steps) + num_chains
     if config.algorithm == "ghmc":
         states, eps, grads = ghmc_warmup(step, states, warm_key, unit, config)
@@ -212,8 +221,10 @@ def _chunk(model, config, size, states, key, x, y, x_pred, eps, imm):
 
     def to_params(position, key):
         if config.exact_readout:
-            shape = (model.width + 1, y.shape[1])
-            position = (position, jax.random.normal(key, shape, y.dtype))
+            noise_var = config.kernel_reg  # = noise_std**2 with the exact readout
+            return exact_readout_params(
+                model, position, key, x, y, noise_var=noise_var, path=config.path
+            )
         return position_to_params(
             model,
             position,
@@ -247,6 +258,52 @@ def _chunk(model, config, size, states, key, x, y, x_pred, eps, imm):
     return jax.lax.scan(draw, _put(states, config), jax.random.split(key, size))
 
 
+def _resolve_defaults(model, reparam, kernel_reg, exact_readout, integrator):
+    """``exact_readout`` and ``integrator`` with ``None`` resolved.
+
+    The defaults are the fastest-mixing choices of the mixing benchmark
+    (``benchmarks/README.md``, "Mixing"): for the repriorised Gaussian model with
+    the exact repriorisation (``kernel_reg = noise_std**2``), the exact readout and
+    the Gaussian-split integrator; otherwise (``reparam="none"``, another
+    ``kernel_reg``) no exact readout and leapfrog.
+    """
+    if exact_readout is not None and not isinstance(exact_readout, bool | np.bool_):
+        raise ValueError(
+            f"exact_readout must be True, False or None, got {exact_readout!r}."
+        )
+    if integrator is not None and integrator not in INTEGRATORS:
+        raise ValueError(
+            f"integrator must be one of {INTEGRATORS} or None, got {integrator!r}."
+        )
+    if exact_readout is None:
+        exact_readout = (
+            reparam == "repriorised" and kernel_reg == float(model.noise_std) ** 2
+        )
+    if integrator is None:
+        split = exact_readout and hasattr(model, "prior_std")
+        integrator = "gaussian_split" if split else "leapfrog"
+    return bool(exact_readout), integrator
+
+
+def _sampler_run(fn):
+    """``fn`` run with one BLAS thread (on CPU), the warm-up progress bar, and the
+    convergence checks of its result (:class:`SamplerWarning`)."""
+    progress_default = inspect.signature(fn).parameters["progress"].default
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with (
+            blas_single_threaded(),
+            warmup_scope(kwargs.get("progress", progress_default)),
+        ):
+            posterior = fn(*args, **kwargs)
+        warn_if_unreliable(posterior, stacklevel=2)
+        return posterior
+
+    return run
+
+
+@_sampler_run
 def hmc(
     model,
     x,
@@ -274,8 +331,8 @@ def hmc(
     initial_step_size: float = 0.01,
     chunk_size: int = 100,
     store_params: bool = True,
-    exact_readout: bool = False,
-    integrator: str = "leapfrog",
+    exact_readout: bool | None = None,
+    integrator: str | None = None,
 ) -> Posterior:
     r"""Samples the posterior of ``model`` given ``(x, y)`` with HMC, GHMC or NUTS.
 
@@ -283,6 +340,17 @@ def hmc(
     :math:`\phi = (\theta_{rest}, \Phi_{out})` with log density
     :math:`\log p(\mathcal T(\phi)\mid D) + \log|\det J(\phi)|` (see
     :func:`repriorise`); with ``"none"`` on :math:`\theta` itself.
+
+    Defaults: with ``reparam="repriorised"`` (and ``kernel_reg`` left at
+    ``noise_std**2``) the chain moves the hidden weights only, under their
+    marginal density, every kept draw gets an exact readout
+    (``exact_readout=True``), and the Gaussian prior's flow is integrated exactly
+    (``integrator="gaussian_split"``): in the mixing benchmark
+    (``benchmarks/README.md``, "Mixing") this gave about 20-35x the effective
+    draws per gradient of standard GHMC at width 512, where plain repriorised
+    GHMC gave 8x. With ``reparam="none"`` the defaults are no exact readout and
+    leapfrog. Explicit values are always honoured; the values used are in
+    ``settings``.
 
     * ``"ghmc"``: ``blackjax.ghmc`` (one leapfrog step per transition, persistent
       momentum :math:`p \leftarrow \sqrt{1-\beta}\,p + \sqrt\beta\,\xi`,
@@ -307,6 +375,19 @@ def hmc(
     overflow) are ``-inf``: the proposal is rejected and counted in
     ``sample_stats["nonfinite"]``; the state never becomes NaN.
 
+    After sampling, the run is checked and a :class:`SamplerWarning` raised
+    (Python ``warnings``) for each problem found, saying what to change: rank
+    :math:`\hat R` above 1.05 or bulk ESS below ``max(100, 10 * num_chains)`` on
+    any of 100 fixed random projections of the predictions (the directions of
+    ``widebnn.diagnostics.projection_summary``; these two need at least 4 draws
+    per chain), any divergent transition, or a mean acceptance rate below 0.2.
+
+    On CPU, BLAS (scipy's OpenBLAS, which JAX's CPU LAPACK calls) is limited to
+    one thread for the run (``threadpoolctl``; restored afterwards): its thread
+    pool made the small factorisations of a step about ten times slower on a
+    machine whose cores other processes were using. No environment variable is
+    needed.
+
     Args:
         model: a model with the sampler protocol (e.g. :class:`widebnn.WideBNN`).
         x: ``(N, *S, C)`` training inputs.
@@ -319,8 +400,10 @@ def hmc(
         num_samples: static; kept draws per chain.
         thin: static; transitions per kept draw.
         step_size: a fixed step size, or ``None`` to adapt it.
-        key: a PRNG key (required).
-        progress: show a tqdm bar (updated after every chunk).
+        key: a PRNG key (required), e.g. ``jax.random.key(0)``.
+        progress: show tqdm bars: warm-up (updated about every 1 % of its
+            transitions, from inside the compiled warm-up) and sampling (updated
+            after every chunk).
         checkpoint: a run directory or ``None``. After warm-up and after every
             chunk the state, tuned parameters and draws are written there
             (atomically, ``.npz`` with checksums, no pickle), next to a
@@ -348,14 +431,18 @@ def hmc(
         chunk_size: static; kept draws per jitted chunk (the last chunk is run at
             full size and truncated, so that one compilation serves all chunks).
         store_params: keep the parameter draws (they can be large).
-        exact_readout: static; with ``reparam="repriorised"`` and
-            ``kernel_reg = noise_std**2`` only: the chain runs on the hidden weights
+        exact_readout: static; ``None`` (default): ``True`` for
+            ``reparam="repriorised"`` with ``kernel_reg = noise_std**2``, else
+            ``False``. ``True`` (with ``reparam="repriorised"`` and
+            ``kernel_reg = noise_std**2`` only): the chain runs on the hidden weights
             with their marginal density (prior times the Gaussian marginal
             likelihood of their features) and every kept draw gets a fresh
             :math:`\Phi_{out}\sim\mathcal N(0, I)`, its exact conditional (a Gibbs
             step, no gradient). Draws of the readout are then independent given the
             hidden weights.
-        integrator: static; ``"leapfrog"`` or ``"gaussian_split"``: the Gaussian
+        integrator: static; ``None`` (default): ``"gaussian_split"`` when the
+            exact readout is used (and the model has ``prior_std``), else
+            ``"leapfrog"``. ``"gaussian_split"``: the Gaussian
             prior's flow integrated exactly (a rotation) and only the rest of the
             log density by gradient kicks (see ``samplers/_integrators.py``). In
             repriorised coordinates of a wide network the rest is nearly flat,
@@ -371,6 +458,10 @@ def hmc(
             naming ``checkpoint``, for a path that is a file, ``resume=False``
             on a directory holding files, ``resume=True`` on a missing directory
             or one without a checkpoint, or a fingerprint that differs.
+        TypeError: if ``key`` is not a JAX PRNG key (e.g. an integer seed).
+
+    Warns:
+        SamplerWarning: for a run that has not converged or mixed (see above).
 
     References:
         Hron et al., ICML 2022 (arXiv:2206.07673); Hoffman & Gelman, JMLR 2014
@@ -387,10 +478,14 @@ def hmc(
         raise ValueError(
             f"x_pred must have shape (M, *{x.shape[1:]}), got {x_pred.shape}."
         )
-    if integrator not in INTEGRATORS:
-        raise ValueError(
-            f"integrator must be one of {INTEGRATORS}, got {integrator!r}."
-        )
+    check_key(key)
+    exact_readout, integrator = _resolve_defaults(
+        model,
+        reparam,
+        resolve_kernel_reg(model, kernel_reg) if reparam == "repriorised" else None,
+        exact_readout,
+        integrator,
+    )
     if integrator == "gaussian_split" and not hasattr(model, "prior_std"):
         raise ValueError(
             "integrator='gaussian_split' needs a model with prior_std(params)."
@@ -493,4 +588,5 @@ def hmc(
         num_grad_evals=int(np.sum(stats["n_steps"])),
         num_warmup_grad_evals=int(warm_grads),
         settings=settings,
+        model=model,
     )

@@ -35,11 +35,21 @@ def _check_std(value, name: str, *, positive: bool) -> float:
     return value
 
 
+MAX_DIM = 2**31 - 1
+"""Largest ``width``/``out_dim``: XLA indexes array axes with 32-bit integers (a
+larger axis aborts the process instead of raising)."""
+
+
 def _check_int(value, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise ValueError(f"{name} must be an integer >= 1, got {value!r}.")
     if value < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {value}.")
+    if value > MAX_DIM:
+        raise ValueError(
+            f"{name} must be at most 2**31 - 1 = {MAX_DIM} (XLA's 32-bit array "
+            f"axes), got {value}."
+        )
     return int(value)
 
 
@@ -87,7 +97,8 @@ class WideBNN:
         parameterization: ``"ntk"`` or ``"standard"``, of the readout (static).
 
     Raises:
-        ValueError: naming the argument, for a non-positive ``width``/``out_dim``,
+        ValueError: naming the argument, for a non-positive ``width``/``out_dim``
+            or one of ``2**31`` or more,
             a negative or non-finite std, a non-positive ``noise_std`` or
             ``readout_W_std``, or an unknown parameterisation.
 

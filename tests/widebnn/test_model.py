@@ -137,6 +137,8 @@ def test_kernel_matches_prior_covariance_of_finite_model():
     "kwargs, name",
     [
         ({"width": 0}, "width"),
+        ({"width": 2**31}, "width"),  # XLA's int32 axes: used to abort the process
+        ({"out_dim": 2**31}, "out_dim"),
         ({"out_dim": 0}, "out_dim"),
         ({"noise_std": 0.0}, "noise_std"),
         ({"noise_std": -1.0}, "noise_std"),
