@@ -17,7 +17,8 @@ def _outputs(apply_fn, params, x):
     y = apply_fn(params, x)
     if y.ndim < 2:
         raise ValueError(
-            f"apply_fn must return (N, *spatial, channels) outputs, got shape {y.shape}."
+            "apply_fn must return (N, *spatial, channels) outputs, got shape "
+            f"{y.shape}."
         )
     return y
 

@@ -1,4 +1,4 @@
-"""Piecewise-linear activations: the arc-cosine family (ABRelu and its special cases)."""
+"""Piecewise-linear activations: the arc-cosine family (ABRelu, its special cases)."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ def ab_relu_nngp(c, q1, q2, a, b):
 
 
 def ab_relu_d_nngp(c, q1, q2, a, b):
-    r""":math:`\mathbb E[\phi'\phi'] = \frac{a^2+b^2}{2} - \frac{(a-b)^2\theta}{2\pi}`."""
+    r""":math:`\mathbb E[\phi'\phi'] = \frac{a^2+b^2}{2}-\frac{(a-b)^2\theta}{2\pi}`."""
     theta, _ = _angle(_correlation(c, q1, q2)[0])
     return (a**2 + b**2) / 2 - (a - b) ** 2 * theta / (2 * jnp.pi)
 

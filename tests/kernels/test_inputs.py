@@ -115,8 +115,11 @@ def test_jitted_relu_ntk_diagonal_is_exact():
     """c == q on the diagonal must survive jit fusion: an ulp of difference would
     become a sqrt(eps) ~ 1e-8 error in the arc-cosine angle."""
     net = kernels.serial(
-        kernels.Dense(8, 1.5, 0.1), kernels.Relu(), kernels.Dense(8, 1.5, 0.1),
-        kernels.Relu(), kernels.Dense(1, 1.5, 0.1),
+        kernels.Dense(8, 1.5, 0.1),
+        kernels.Relu(),
+        kernels.Dense(8, 1.5, 0.1),
+        kernels.Relu(),
+        kernels.Dense(1, 1.5, 0.1),
     )
     x = jax.random.normal(jax.random.key(3), (6, 5))
     eager = net.kernel(x, get="ntk")
