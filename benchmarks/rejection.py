@@ -3,7 +3,7 @@
 One-hidden-layer ReLU network (NTK parameterisation, ``W_std = sqrt(2)``,
 ``b_std = 0.1``; readout ``W_std = 1``, ``b_std = 0.1``), inputs on a grid in
 [-2, 2], ``y = sin(x)`` without added noise, one output, noise std 0.3 by
-default (``--noise``; the setting of ``reference/samplers_spec.md`` C.3). For
+default (``--noise``). For
 every number of points ``N`` and width, ``widebnn.samplers.rejection`` is run
 with the "prior" bound :math:`M_0` and the "data" bound (bias-aware :math:`M_2`).
 

@@ -59,9 +59,10 @@ def ConvTranspose(
     module docstring); NTK :math:`\Theta' = K' + \sigma_w^2 A^T(\Theta)` (``"ntk"``)
     or :math:`C|f|\,A^T(K) + \sigma_w^2 A^T(\Theta) + [b]` (``"standard"``).
 
-    Masks: the input mask is upsampled by the stride and sampled at the centre of
-    each window (as for ``Conv``), so that with stride 1 and ``SAME`` padding extra
-    padded positions leave the kernel unchanged; padded inputs are zeroed first.
+    Masks: with ``SAME`` padding output ``i`` is padding iff input ``i // s`` is, so
+    extra padded positions at the end leave the kernel unchanged (any filter size
+    and stride); with ``VALID`` the input mask is upsampled by the stride and sampled
+    at the centre of each window (as for ``Conv``). Padded inputs are zeroed first.
 
     Args:
         out_chan: static; output channels of the finite layer.
@@ -120,11 +121,17 @@ def ConvTranspose(
         return out_shape(input_shape), params
 
     def out_mask(mask, shape):
-        """The input mask, upsampled (each entry repeated ``stride`` times) and then
-        sampled at the centre of each window, as :func:`conv_mask` does for
-        ``Conv``; with stride 1 and ``SAME`` padding it is the input mask."""
+        """``SAME``: output ``i`` is padding iff input ``i // stride`` is (the input
+        mask repeated ``stride`` times), so extra padded positions at the end leave
+        the kernel unchanged for every filter size and stride. ``VALID``: the input
+        mask, upsampled, sampled at the centre of each window as :func:`conv_mask`
+        does for ``Conv``."""
         if mask is None:
             return None
+        if padding == "same":
+            for i, s in enumerate(strides):
+                mask = jnp.repeat(mask, s, axis=1 + i)
+            return mask
         for i, s in enumerate(strides):
             size = mask.shape[1 + i]
             mask = jax.lax.slice_in_dim(

@@ -2,10 +2,10 @@
 
 For centred Gaussian pre-activations ``(u, v)`` with variances ``q1, q2`` and
 covariance ``c`` an activation :math:`\\phi` maps the NNGP to its *dual*
-:math:`\\mathcal V(c, q_1, q_2) = \\mathbb E[\\phi(u)\\phi(v)]` and multiplies the NTK by
-:math:`\\dot{\\mathcal V} = \\mathbb E[\\phi'(u)\\phi'(v)] = \\partial\\mathcal V/\\partial c`
-(Gaussian integration by parts). The new NNGP is added to the NTK by the next
-affine layer, not here.
+:math:`\\mathcal V(c, q_1, q_2) = \\mathbb E[\\phi(u)\\phi(v)]` and multiplies the
+NTK by :math:`\\dot{\\mathcal V} = \\mathbb E[\\phi'(u)\\phi'(v)]
+= \\partial\\mathcal V/\\partial c` (Gaussian integration by parts). The new NNGP
+is added to the NTK by the next affine layer, not here.
 """
 
 from __future__ import annotations

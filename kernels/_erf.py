@@ -32,11 +32,11 @@ def Erf(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Layer:
     r"""The activation :math:`a\,\mathrm{erf}(b x) + c`.
 
     Dual (arcsine kernel):
-    :math:`\mathcal V = a^2\frac{2}{\pi}\arcsin\frac{2b^2k}{\sqrt{(1+2b^2q_1)(1+2b^2q_2)}}
-    + c^2` for covariance ``k``; the argument of arcsin stays in ``(-1, 1)`` for any
-    finite variances, so the NTK factor
-    :math:`\dot{\mathcal V} = \frac{4a^2b^2}{\pi}\big[(1+2b^2q_1)(1+2b^2q_2)-4b^4k^2\big]^{-1/2}`
-    is finite.
+    :math:`\mathcal V = a^2\frac{2}{\pi}
+    \arcsin\frac{2b^2k}{\sqrt{(1+2b^2q_1)(1+2b^2q_2)}} + c^2` for covariance ``k``;
+    the argument of arcsin stays in ``(-1, 1)`` for any finite variances, so the NTK
+    factor :math:`\dot{\mathcal V} = \frac{4a^2b^2}{\pi}
+    \big[(1+2b^2q_1)(1+2b^2q_2)-4b^4k^2\big]^{-1/2}` is finite.
 
     Args:
         a: output scale.

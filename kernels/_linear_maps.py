@@ -8,6 +8,8 @@ outputs is ``L`` applied on both sides of each position pair,
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -38,6 +40,11 @@ class _SliceMaker:
 #: builds the ``idx`` of :func:`Index` with slicing syntax, as Neural Tangents'
 #: ``stax.Slice``.
 Slice = _SliceMaker()
+
+
+def _int_tuple(items: Any) -> tuple[int, ...]:
+    """``tuple(int(i) for i in items)``; ``TypeError`` if ``items`` is not iterable."""
+    return tuple(int(i) for i in items)
 
 
 def _check_default_axes(batch_axis, channel_axis, name):
@@ -132,7 +139,7 @@ def _index_axis(axis: int, idx) -> Layer:
     """
     if isinstance(idx, bool) or not isinstance(idx, int | np.integer | slice):
         try:
-            idx = tuple(int(i) for i in idx)
+            idx = _int_tuple(idx)
         except TypeError as error:
             raise TypeError(
                 f"idx must be an integer, a slice or a sequence of integers, got "

@@ -78,7 +78,7 @@ def monte_carlo_kernel(
             return out
 
         samples = jax.lax.map(one_sample, keys, batch_size=batch_size)
-        results = []
+        results: list = []
         for name in names:
             values = samples[name]
             mean = jnp.mean(values, axis=0)

@@ -24,7 +24,6 @@ that end at a crossing are graded towards it with
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable
 
@@ -117,13 +116,12 @@ def gaussian_expectation(f, g, c, q1, q2, deg: int):
     try:
         hash((f, g))
     except TypeError:  # unhashable callables: no compilation cache
-        return _expectation.__wrapped__(c, q1, q2, f=f, g=g, deg=deg)
+        return _expectation_eager(c, q1, q2, f=f, g=g, deg=deg)
     return _expectation(c, q1, q2, f=f, g=g, deg=deg)
 
 
-@functools.partial(jax.jit, static_argnames=("f", "g", "deg"))
-def _expectation(c, q1, q2, *, f, g, deg):
-    """:func:`gaussian_expectation`, jitted so eager calls reuse the compiled rule."""
+def _expectation_eager(c, q1, q2, *, f, g, deg):
+    """:func:`gaussian_expectation`; jitted below so eager calls reuse the rule."""
     m = (deg + 1) // 2
     c, q1, q2 = jnp.broadcast_arrays(c, q1, q2)
     if f == g:
@@ -149,6 +147,9 @@ def _expectation(c, q1, q2, *, f, g, deg):
     nodes = (jnp.asarray(outer_nodes, dtype), jnp.asarray(outer_weights, dtype))
     total, _ = jax.lax.scan(add_node, jnp.zeros(c.shape, dtype), nodes)
     return total
+
+
+_expectation = jax.jit(_expectation_eager, static_argnames=("f", "g", "deg"))
 
 
 class _Derivative:

@@ -231,7 +231,7 @@ def _arc_cosine_polynomials(degree: int) -> tuple[list[int], list[int]]:
             one_minus_t2 * p.deriv() + (2 * n + 1) * t * p,
             one_minus_t2 * r.deriv() + 2 * n * t * r + p,
         )
-    return [round(a) for a in p.coef], [round(a) for a in r.coef]
+    return [round(float(a)) for a in p.coef], [round(float(a)) for a in r.coef]
 
 
 def _homogeneous(coefs, c, prod, total_degree):

@@ -26,7 +26,8 @@ _METHODS["nearest"] = "nearest"
 def resize_matrix(in_size: int, out_size: int, method: str, antialias: bool):
     """``(out_size, in_size)`` matrix of ``jax.image.resize`` along one axis."""
     with jax.ensure_compile_time_eval():
-        eye = jnp.eye(in_size, dtype=jnp.float64 if jax.config.x64_enabled else None)
+        x64 = jax.config.read("jax_enable_x64")
+        eye = jnp.eye(in_size, dtype=jnp.float64 if x64 else None)
         matrix = jax.image.resize(eye, (out_size, in_size), method, antialias=antialias)
     return np.asarray(matrix)
 

@@ -138,7 +138,7 @@ def _logdensity(model, config, x, y):
     )
     if config.exact_readout:
         # The marginal density of the hidden weights: phi_out ~ N(0, I) is
-        # independent of them (samplers_spec.md A.4), so any fixed phi_out gives
+        # independent of them (samplers/_reprior.py), so any fixed phi_out gives
         # it up to a constant.
         zeros = jnp.zeros((model.width + 1, y.shape[1]), y.dtype)
         return lambda hidden: fn((hidden, zeros), x, y)

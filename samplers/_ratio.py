@@ -1,4 +1,4 @@
-r"""Metropolis log-ratio from per-element differences (samplers_spec.md A.5).
+r"""Metropolis log-ratio from per-element differences.
 
 :math:`\log p(\phi'\mid D) - \log p(\phi\mid D)` is a difference of two sums over
 all parameters and data. Summing first and subtracting after loses the digits the

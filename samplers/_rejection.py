@@ -1,6 +1,7 @@
 r"""``rejection``: exact posterior draws of a Bayesian network by rejection sampling.
 
-The readout is integrated out (``reference/samplers_spec.md`` C.1, variant 2):
+The readout is integrated out (the scheme of Hron et al., "Exact posterior
+distributions of wide Bayesian neural networks", 2020, arXiv:2006.10541):
 
 1. propose hidden weights :math:`\theta_{rest}` from the prior (in vectorised
    batches);
@@ -215,7 +216,7 @@ def rejection(
     the readout of each accepted proposal is drawn from its exact Gaussian
     conditional (see the module docstring). The expected number of proposals is
     ``num_samples * M / Z``: feasible for a few to ~16 data points and a noise
-    scale that is not too small (``reference/samplers_spec.md`` C.3).
+    scale that is not too small (measured in ``benchmarks/README.md``).
 
     The progress bar shows the proposals made, the estimated acceptance rate
     :math:`\\hat Z/M` (the mean acceptance probability :math:`\\ell/M` of the

@@ -3,7 +3,8 @@ r"""Upper bounds :math:`M` on the readout-marginalised likelihood, and the evide
 With the readout integrated out, the likelihood of hidden weights with features
 :math:`T` is :math:`\ell = \prod_j \mathcal N(y_j; 0, S)`, :math:`S = TT^\top +
 \sigma^2 I_N`. Two bounds hold for every value of the hidden weights
-(``reference/samplers_spec.md`` C.2):
+(derived here; the scheme is that of Hron et al., "Exact posterior distributions of
+wide Bayesian neural networks", 2020, arXiv:2006.10541):
 
 * ``"prior"``: :math:`\log M_0 = -\tfrac{Nd}{2}\log(2\pi\sigma^2)`, because
   :math:`\det S\ge\sigma^{2N}` and the quadratic form is non-negative;

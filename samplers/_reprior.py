@@ -19,8 +19,8 @@ readout posterior given the features. The square root :math:`S` is
 The log-determinant of the Jacobian is
 :math:`d\,(\tfrac{n+1}{2}\log k - \log\det S)`; it depends on :math:`\phi_{rest}` and
 is part of the log density. References: Hron et al., "Wide Bayesian neural networks
-have a simple weight posterior", ICML 2022 (arXiv:2206.07673);
-``reference/samplers_spec.md`` A.2-A.10.
+have a simple weight posterior", ICML 2022 (arXiv:2206.07673); the derivation of
+the log-determinant, the dual path and the sharded form is the one above.
 
 A model is anything with the protocol of :class:`widebnn.WideBNN` (``features``,
 ``split_readout``, ``merge_readout``, ``log_prior``, ``log_likelihood``,
@@ -84,6 +84,14 @@ def resolve_kernel_reg(model, kernel_reg) -> float:
 
 def check_data(model, x, y) -> tuple[jax.Array, jax.Array]:
     """Checks training data at a public entry point; returns them as arrays.
+
+    Args:
+        model: a model with an ``out_dim`` attribute (e.g. :class:`widebnn.WideBNN`).
+        x: ``(N, *S, C)`` training inputs.
+        y: ``(N, out_dim)`` training targets.
+
+    Returns:
+        ``(x, y)`` as JAX arrays.
 
     Raises:
         ValueError: naming ``x`` or ``y``: ``y`` not 2-D ``(N, out_dim)``, lengths
@@ -157,7 +165,15 @@ def readout_factor(
 
 
 def readout_forward(factor: ReadoutFactor, phi_out) -> jax.Array:
-    """:math:`\\Theta_{out} = G_k^{-1}T^\\top Y + \\sqrt k S^{-\\top}\\Phi_{out}`."""
+    """:math:`\\Theta_{out} = G_k^{-1}T^\\top Y + \\sqrt k S^{-\\top}\\Phi_{out}`.
+
+    Args:
+        factor: the :class:`ReadoutFactor` of the features and targets.
+        phi_out: ``(n + 1, d)`` repriorised readout coordinates.
+
+    Returns:
+        ``(n + 1, d)`` readout weights :math:`\\Theta_{out}`.
+    """
     root_k = jnp.sqrt(factor.kernel_reg)
     if factor.basis is None:
         return factor.mean + root_k * solve_triangular(
@@ -170,7 +186,16 @@ def readout_forward(factor: ReadoutFactor, phi_out) -> jax.Array:
 
 
 def readout_inverse(factor: ReadoutFactor, theta_out) -> jax.Array:
-    """:math:`\\Phi_{out} = S^\\top(\\Theta_{out} - G_k^{-1}T^\\top Y)/\\sqrt k`."""
+    """:math:`\\Phi_{out} = S^\\top(\\Theta_{out} - G_k^{-1}T^\\top Y)/\\sqrt k`.
+
+    Args:
+        factor: the :class:`ReadoutFactor` of the features and targets.
+        theta_out: ``(n + 1, d)`` readout weights.
+
+    Returns:
+        ``(n + 1, d)`` repriorised coordinates :math:`\\Phi_{out}` (the inverse of
+        :func:`readout_forward`).
+    """
     root_k = jnp.sqrt(factor.kernel_reg)
     centred = theta_out - factor.mean
     if factor.basis is None:
@@ -317,7 +342,8 @@ def repriorised_log_density(
     Two equal forms (up to rounding) for ``k = noise_std**2``:
 
     * ``closed_form=True``: :math:`\log p_{prior}(\phi) +
-      \sum_j\log\mathcal N(y_j;0,TT^\top+\sigma^2I)` (samplers_spec.md A.4), with
+      \sum_j\log\mathcal N(y_j;0,TT^\top+\sigma^2I)` (for this ``k`` the readout
+      integrates out exactly; Hron et al. 2022, arXiv:2206.07673), with
       the analytic gradient of :func:`log_marginal_likelihood`: the fast path;
     * ``closed_form=False``: the map, prior, likelihood of :math:`T\Theta_{out}`
       and log-det from one factorisation (the reference form; any ``k``;
@@ -365,7 +391,19 @@ def repriorised_log_density(
 
 
 def standard_log_density(model, theta, x, y, *, axis_name=None):
-    """Log joint density of the parameters ``theta`` (no repriorisation)."""
+    """Log joint density of the parameters ``theta`` (no repriorisation).
+
+    Args:
+        model: a model with the sampler protocol (e.g. :class:`widebnn.WideBNN`).
+        theta: model parameters.
+        x: ``(N, *S, C)`` training inputs.
+        y: ``(N, d)`` training targets.
+        axis_name: static; a ``shard_map`` axis over which the rows of ``x`` and
+            ``y`` are sharded (the likelihood is summed across it), or ``None``.
+
+    Returns:
+        A scalar: log prior plus Gaussian log-likelihood.
+    """
     residual = y - model.predict(theta, x)
     log_lik = _gaussian_log_likelihood(residual, model.noise_std, axis_name)
     return model.log_prior(theta) + log_lik
@@ -376,6 +414,19 @@ def log_density_fn(model, *, reparam="repriorised", kernel_reg=None, path="auto"
 
     Non-finite values (a failed Cholesky, overflow) are returned as ``-inf`` so that
     samplers reject them.
+
+    Args:
+        model: a model with the sampler protocol (e.g. :class:`widebnn.WideBNN`).
+        reparam: static; ``"repriorised"`` (the position is ``(hidden, phi_out)``)
+            or ``"none"`` (the position is the model parameters).
+        kernel_reg: :math:`k > 0` of the repriorisation; default ``noise_std**2``.
+        path: static; ``"auto"``, ``"primal"`` or ``"dual"``.
+
+    Returns:
+        ``fn(position, x, y) -> scalar``.
+
+    Raises:
+        ValueError: for an unknown ``reparam``.
     """
     if reparam not in REPARAMS:
         raise ValueError(f"reparam must be one of {REPARAMS}, got {reparam!r}.")

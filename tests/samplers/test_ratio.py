@@ -1,4 +1,4 @@
-"""D.7: the Metropolis log-ratio from per-element differences (samplers_spec.md A.5)
+"""The Metropolis log-ratio from per-element differences (samplers/_ratio.py)
 equals the difference of log densities, and keeps its digits in float32."""
 
 import jax

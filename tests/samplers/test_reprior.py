@@ -1,5 +1,5 @@
-"""Closed-form tests of the repriorisation map (samplers_spec.md D.1-D.6, D.8, D.9,
-D.11). Expected values come from numpy/scipy, never from the code under test."""
+"""Closed-form tests of the repriorisation map (samplers/_reprior.py). Expected
+values come from numpy/scipy, never from the code under test."""
 
 import math
 
