@@ -261,6 +261,7 @@ class BatchedKernel:
                     args.append(m1p[_tile_rows(padded, 0, size)])
                     if fn is cross_fn:
                         args.append(m2p[_tile_rows(padded, 1, size)])
+                assert fn is not None  # diag_fn is None only when x2 is given
                 result = fn(*[jax.device_put(a, sharding) for a in args])
                 if pending is not None:
                     self._finish(*pending, store, names, size, place, bar)

@@ -18,6 +18,7 @@ draws are unaffected).
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import jax
 
@@ -27,7 +28,7 @@ _SCOPES: list[_Scope] = []
 class _Scope:
     def __init__(self, enabled: bool):
         self.enabled = enabled
-        self.bar = None
+        self.bar: Any = None
 
     def report(self, done: int, total: int) -> None:
         if not self.enabled or total <= 0:

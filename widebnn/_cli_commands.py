@@ -6,6 +6,7 @@ import argparse
 import json
 import pathlib
 import time
+from typing import Any
 
 import numpy as np
 
@@ -199,7 +200,7 @@ def kernel_command(args) -> int:
     model = build_model(args, x, 1 if y is None else y.shape[1])
     out = pathlib.Path(args.out)  # created by cli.main
     nngp, ntk = jax.jit(lambda a: model.kernel(a, get=("nngp", "ntk")))(x)
-    arrays = {"nngp": np.asarray(nngp), "ntk": np.asarray(ntk)}
+    arrays: dict[str, Any] = {"nngp": np.asarray(nngp), "ntk": np.asarray(ntk)}
     if args.test:
         cross = jax.jit(lambda a, b: model.kernel(a, b, get=("nngp", "ntk")))(x_test, x)
         arrays.update(nngp_test=np.asarray(cross[0]), ntk_test=np.asarray(cross[1]))

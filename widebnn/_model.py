@@ -221,7 +221,7 @@ class WideBNN:
     def log_prior(self, params) -> jax.Array:
         """Normalised log prior density of ``params`` (a scalar)."""
         terms = jax.tree.map(_normal_logpdf_sum, params, self.prior_std(params))
-        return sum(jax.tree_util.tree_leaves(terms), 0.0)
+        return jnp.asarray(sum(jax.tree_util.tree_leaves(terms), 0.0))
 
     def hidden(self, body_params, x) -> jax.Array:
         """The last hidden representation ``h(x)``, shape ``(N, width)``."""

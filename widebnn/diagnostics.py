@@ -74,7 +74,7 @@ def _sample_stats(stats, chains, draws):
 
 def _settings_attrs(posterior) -> dict[str, Any]:
     settings = getattr(posterior, "settings", None) or {}
-    attrs = {}
+    attrs: dict[str, int | float | str] = {}
     for key, value in settings.items():
         if isinstance(value, bool):
             attrs[f"sampler_{key}"] = int(value)
