@@ -179,10 +179,8 @@ def test_float32_relu_kernel_stays_finite_beyond_the_square_overflow():
     whose square overflows float32 (3.4e38). The kernel itself is representable
     and must be finite and right, not NaN."""
     depth, w_std, b_std = 80, 2.0, 0.1
-    layers = []
-    for _ in range(depth):
-        layers += [kernels.Dense(8, w_std, b_std), kernels.Relu()]
-    net = kernels.serial(*layers, kernels.Dense(1, w_std, b_std))
+    hidden = kernels.serial(kernels.Dense(8, w_std, b_std), kernels.Relu())
+    net = kernels.serial(kernels.repeat(hidden, depth), kernels.Dense(1, w_std, b_std))
     x = np.random.default_rng(0).normal(size=(4, 3))
     nngp, ntk = net.kernel(x.astype(np.float32), get=("nngp", "ntk"))
     assert nngp.dtype == np.float32 and ntk.dtype == np.float32
