@@ -58,5 +58,6 @@ from ._pooling import (
 from ._relu import ABRelu as ABRelu, Abs as Abs, LeakyRelu as LeakyRelu, Relu as Relu
 from ._resize import ImageResize as ImageResize
 from ._sign import Sign as Sign
+from ._store import CheckpointWarning as CheckpointWarning
 from ._tanh import Tanh as Tanh
 from ._trig import Cos as Cos, Gabor as Gabor, Rbf as Rbf, Sin as Sin
