@@ -1,10 +1,12 @@
 """Diagnostics: ArviZ conversion, and ESS/R-hat of random projections.
 
 * :func:`to_inference_data`: a sampler result as ``arviz.InferenceData`` (groups
-  posterior, posterior_predictive, sample_stats, observed_data, constant_data), so
-  that ``az.summary``, ``az.plot_trace``, ``az.plot_energy``, ``az.ess`` and
-  ``az.rhat`` work on it directly; :func:`save_inference_data` /
-  :func:`load_inference_data` write and read it (netCDF; zarr when installed).
+  posterior, posterior_predictive, log_likelihood, sample_stats, observed_data,
+  constant_data), so that ``az.summary``, ``az.plot_trace``, ``az.plot_energy``,
+  ``az.ess`` and ``az.rhat`` work on it directly, and, given the training inputs
+  (``x_train=``), ``az.loo``, ``az.waic``, ``az.compare`` and ``az.plot_ppc``;
+  :func:`save_inference_data` / :func:`load_inference_data` write and read it
+  (netCDF; zarr when installed).
 * :func:`random_projections`, :func:`projection_ess`, :func:`projection_summary`:
   the mixing metric of wide networks. Per-weight summaries of 10^5 weights are
   useless (and slow); instead fixed Gaussian directions project the predictions and
