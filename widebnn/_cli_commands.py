@@ -146,11 +146,16 @@ def run_sampler(args, model, x, y, x_test, key):
     )
 
 
-def _save_posterior(posterior, model, y, x_test, out, *, plots=True):
+def _save_posterior(posterior, model, x, y, x_test, out, *, plots=True):
     from widebnn import diagnostics, plots as plotting
 
     idata = diagnostics.to_inference_data(
-        posterior, model=model, x_test=x_test, observed={"y": y}, num_projections=8
+        posterior,
+        model=model,
+        x_test=x_test,
+        x_train=x,
+        observed={"y": y},
+        num_projections=8,
     )
     files = [diagnostics.save_inference_data(idata, out / "posterior.nc")]
     np.savez(
@@ -254,7 +259,7 @@ def sample_command(args) -> int:
     print(f"{args.sampler}: {posterior.num_chains} chain(s) x {posterior.num_draws}")
     print(f"draws in {time.perf_counter() - start:.1f} s")
     summary = _print_mixing(posterior)
-    _, files = _save_posterior(posterior, model, y, x_test, out)
+    _, files = _save_posterior(posterior, model, x, y, x_test, out)
     (out / "mixing.json").write_text(json.dumps(summary, indent=2))
     files.append(str(out / "mixing.json"))
     _print_files(files)
@@ -287,7 +292,7 @@ def compare_command(args) -> int:
     posterior = run_sampler(args, model, x, y, x_test, jax.random.key(args.seed))
     result = compare.predictive(posterior, gp_posterior, x_test)
     print(result.table())
-    _, files = _save_posterior(posterior, model, y, x_test, out)
+    _, files = _save_posterior(posterior, model, x, y, x_test, out)
     (out / "comparison.json").write_text(json.dumps(result.to_dict(), indent=2))
     files.append(str(out / "comparison.json"))
     if x.shape[1:] == (1,):
