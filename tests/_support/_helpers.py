@@ -65,3 +65,15 @@ def assert_symmetric_psd(matrix, *, rtol=1e-10, name=""):
     assert eigenvalues.min() >= -rtol * scale * matrix.shape[0], (
         f"{name}: not PSD, smallest eigenvalue {eigenvalues.min():.3g}"
     )
+
+
+def slow_except_first(cases):
+    """Parametrize values with every case after the first marked ``slow``.
+
+    The fast tier keeps one case of an expensive family (a Monte Carlo check per
+    layer family, say), so the code path is still exercised; the full tier runs all.
+    """
+    import pytest
+
+    cases = list(cases)
+    return cases[:1] + [pytest.param(c, marks=pytest.mark.slow) for c in cases[1:]]

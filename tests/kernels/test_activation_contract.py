@@ -19,7 +19,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _helpers import TraceCounter, assert_symmetric_psd, assert_within_stderr
+from _helpers import (
+    TraceCounter,
+    assert_symmetric_psd,
+    assert_within_stderr,
+    slow_except_first,
+)
 from layer_cases import ACTIVATIONS
 
 from widebnn import kernels
@@ -42,7 +47,7 @@ def _hidden(parameterization, W_std=1.3, b_std=0.4):
 
 
 @pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
-@pytest.mark.parametrize("name", FINITE)
+@pytest.mark.parametrize("name", slow_except_first(FINITE))
 def test_nngp_matches_monte_carlo(name, parameterization):
     case = ACTIVATIONS[name]
     x1 = _inputs(case)
@@ -55,7 +60,7 @@ def test_nngp_matches_monte_carlo(name, parameterization):
 
 
 @pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
-@pytest.mark.parametrize("name", FINITE)
+@pytest.mark.parametrize("name", slow_except_first(FINITE))
 def test_ntk_matches_monte_carlo(name, parameterization):
     case = ACTIVATIONS[name]
     x1 = _inputs(case)

@@ -67,6 +67,7 @@ def test_residual_block_matches_monte_carlo():
     assert_within_stderr(mean, stderr, net.kernel(x, get="nngp"), dof=n_samples - 1)
 
 
+@pytest.mark.slow
 def test_fan_in_prod_and_concat_against_monte_carlo():
     x = _x()
     width, n_samples = 512, 48

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _helpers import assert_symmetric_psd, assert_within_stderr
+from _helpers import assert_symmetric_psd, assert_within_stderr, slow_except_first
 
 from widebnn import kernels
 
@@ -139,7 +139,7 @@ CNN_CASES = {
 
 
 @pytest.mark.parametrize("parameterization", ["ntk", "standard"])
-@pytest.mark.parametrize("name", sorted(CNN_CASES))
+@pytest.mark.parametrize("name", slow_except_first(sorted(CNN_CASES)))
 def test_cnn_ntk_matches_monte_carlo(name, parameterization):
     x = jax.random.normal(jax.random.key(0), (3, 5) if "1d" in name else (3, 4, 4))
     x = jnp.stack([x, jnp.cos(x)], axis=-1)  # two input channels
@@ -152,6 +152,7 @@ def test_cnn_ntk_matches_monte_carlo(name, parameterization):
     assert_within_stderr(ntk, ntk_err, expected[1], dof=N_SAMPLES - 1, name="ntk")
 
 
+@pytest.mark.slow
 def test_layer_norm_matches_monte_carlo():
     """Finite LayerNorm has an O(1/width) bias; at width 1024 it is about 0.1 of the
     Monte Carlo standard error here (sample correlation bias rho (1 - rho^2) / 2n)."""
@@ -203,6 +204,7 @@ def test_padding_invariance_1d():
     _padding_invariance(x, mask, x_pad, mask_pad, net)
 
 
+@pytest.mark.slow
 def test_padding_invariance_2d():
     x = jax.random.normal(jax.random.key(1), (2, 3, 4, 2))
     mask = jnp.zeros((2, 3, 4), bool).at[1, 2:, :].set(True)
@@ -271,6 +273,7 @@ def test_mask_of_wrong_shape():
         net.kernel(jnp.ones((2, 5, 3)), mask1=jnp.zeros((2, 4), bool))
 
 
+@pytest.mark.slow
 def test_conv_local_matches_monte_carlo_and_is_diagonal():
     x = jax.random.normal(jax.random.key(0), (3, 5, 2))
     for param in ("ntk", "standard"):

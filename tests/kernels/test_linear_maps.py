@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _helpers import assert_within_stderr
+from _helpers import assert_within_stderr, slow_except_first
 
 from widebnn import kernels
 
@@ -106,7 +106,7 @@ MC_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(MC_CASES))
+@pytest.mark.parametrize("name", slow_except_first(sorted(MC_CASES)))
 def test_matches_monte_carlo(name):
     x = jax.random.normal(jax.random.key(2), (3, 3, 2, 2))
     net = kernels.serial(*MC_CASES[name]("standard" if "dot" in name else "ntk"))

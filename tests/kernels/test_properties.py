@@ -9,11 +9,14 @@ inputs are finite, including at duplicated inputs (x1 == x2) and at zero inputs.
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from _helpers import assert_symmetric_psd
 from hypothesis import given, settings, strategies as st
 from layer_cases import ACTIVATIONS
 
 from widebnn import kernels
+
+pytestmark = pytest.mark.slow  # hypothesis sweeps over random architectures
 
 NAMES = sorted(ACTIVATIONS)
 

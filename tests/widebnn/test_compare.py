@@ -282,6 +282,7 @@ def test_result_views_inputs_and_errors(gp_problem):
         compare.predictive(draws, 3.0)
 
 
+@pytest.mark.slow
 def test_width_sweep_tiny_run(tmp_path, monkeypatch):
     """A tiny sweep on 1-D data with few draws: the table has the promised columns,
     the row values are those of the sampler's draws (numpy on the recorded draws

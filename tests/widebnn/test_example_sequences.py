@@ -40,6 +40,7 @@ def test_sequences_follow_the_task_definition(example):
         assert label == (abs(int(where_a[0]) - int(where_b[0])) == 1)
 
 
+@pytest.mark.slow
 def test_main_runs_and_attention_separates_tiny_task(example):
     result = example.main(
         n_train=32, n_test=32, min_length=5, max_length=8, tile=64, progress=False

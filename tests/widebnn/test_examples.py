@@ -12,6 +12,8 @@ import math
 import pytest
 from _examples import load_example
 
+pytestmark = pytest.mark.slow  # CI also runs every example at full size
+
 
 def test_digits_nngp_runs_on_tiny_settings():
     digits = load_example("digits_nngp")
