@@ -77,3 +77,24 @@ def slow_except_first(cases):
 
     cases = list(cases)
     return cases[:1] + [pytest.param(c, marks=pytest.mark.slow) for c in cases[1:]]
+
+
+# One activation per kernel module (arc-cosine, arcsine, GELU, sign, trigonometric,
+# exponential, polynomial, quadrature): the fast tier runs these, the full tier all.
+FAST_ACTIVATIONS = (
+    "Relu",
+    "Erf",
+    "Gelu",
+    "Sign",
+    "Sin",
+    "Exp",
+    "Monomial3",
+    "ElementwiseNumerical_tanh",
+)
+
+
+def slow_unless(cases, fast=FAST_ACTIVATIONS):
+    """Parametrize values with the cases not in ``fast`` marked ``slow``."""
+    import pytest
+
+    return [c if c in fast else pytest.param(c, marks=pytest.mark.slow) for c in cases]

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import slow_unless
 from scipy import integrate, special
 
 from widebnn import kernels
@@ -233,7 +234,7 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", slow_unless(sorted(CASES)))
 def test_dual_matches_quadrature_oracle(name):
     make, phi, dphi = CASES[name]
     points = OFF_DIAGONAL + tuple((q, q, q) for q in DIAGONAL)
@@ -458,7 +459,7 @@ HYPERPARAMETERS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(HYPERPARAMETERS))
+@pytest.mark.parametrize("name", slow_unless(sorted(HYPERPARAMETERS)))
 def test_gradients_finite_on_the_diagonal_and_at_zero_variance(name):
     """d/d(c, q1, q2, hyperparameters) of nngp + NTK factor at c = q1 = q2 and q = 0."""
     make, values = HYPERPARAMETERS[name]

@@ -24,6 +24,7 @@ from _helpers import (
     assert_symmetric_psd,
     assert_within_stderr,
     slow_except_first,
+    slow_unless,
 )
 from layer_cases import ACTIVATIONS
 
@@ -81,7 +82,7 @@ def _net(case):
     )
 
 
-@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("name", slow_unless(sorted(ACTIVATIONS)))
 def test_symmetric_psd_finite_and_consistent(name):
     case = ACTIVATIONS[name]
     net = _net(case)
@@ -102,7 +103,7 @@ def test_symmetric_psd_finite_and_consistent(name):
     np.testing.assert_allclose(cov1, np.diag(full[0])[:n1], rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("name", slow_unless(sorted(ACTIVATIONS)))
 def test_gradients_finite(name):
     """Gradients w.r.t. hyperparameters and inputs, at x1 == x2 and at zero inputs."""
     case = ACTIVATIONS[name]
@@ -121,7 +122,7 @@ def test_gradients_finite(name):
             assert np.all(np.isfinite(g)), f"{name}: non-finite gradient"
 
 
-@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("name", slow_unless(sorted(ACTIVATIONS)))
 def test_jit_traces_once_and_keeps_dtype(name):
     case = ACTIVATIONS[name]
     net = _net(case)
@@ -137,7 +138,7 @@ def test_jit_traces_once_and_keeps_dtype(name):
     assert out[0].dtype == jnp.float64
 
 
-@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("name", slow_unless(sorted(ACTIVATIONS)))
 def test_needs_gaussian_input(name):
     layer = ACTIVATIONS[name].make()
     with pytest.raises(ValueError, match="Gaussian"):

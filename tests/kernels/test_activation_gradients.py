@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import slow_unless
 from layer_cases import ACTIVATIONS
 
 from widebnn import kernels
@@ -85,7 +86,7 @@ def _central_difference(f, point, direction, step, shape):
     return (at(point + step * direction) - at(point - step * direction)) / (2 * step)
 
 
-@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+@pytest.mark.parametrize("name", slow_unless(sorted(ACTIVATIONS)))
 def test_kernel_gradient_at_equal_inputs_is_finite_and_matches_finite_differences(
     name,
 ):

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _helpers import assert_symmetric_psd, assert_within_stderr, slow_except_first
+from _helpers import assert_symmetric_psd, assert_within_stderr
 
 from widebnn import kernels
 
@@ -94,7 +94,8 @@ MC_CASES = {
 }
 
 
-@pytest.mark.parametrize("name", slow_except_first(sorted(MC_CASES)))
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MC_CASES))
 def test_attention_matches_monte_carlo(name):
     """Key width 1024 (256 behind a width-256 Dense) keeps the logit noise, a bias
     O(1/d_key + 1/width) ~ 1e-3..4e-3 relative, below the Monte Carlo error ~1e-2."""
