@@ -14,6 +14,8 @@ import scipy.stats
 
 from widebnn import WideBNN, diagnostics, kernels, samplers
 
+# Short runs: hmc rightly warns that they have not converged.
+pytestmark = pytest.mark.filterwarnings("ignore::widebnn.samplers.SamplerWarning")
 NOISE = 0.3
 
 
