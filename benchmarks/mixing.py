@@ -15,6 +15,10 @@ warm-up):
   hidden weights only; every kept draw gets an exact readout);
 * ``ghmc-exact-split``: ``ghmc-exact`` with the Gaussian-split integrator
   (the prior's flow exact, the rest by kicks);
+* ``ghmc-defaults``: ``widebnn.samplers.hmc`` with every sampler option at the
+  package default (repriorised, exact readout, Gaussian split, tau = 1, target
+  acceptance 0.9), no environment variable set (``--defaults`` runs it against
+  ``ghmc-std``);
 * ``nuts-std`` / ``nuts-rep`` / ``nuts-exact``: BlackJAX NUTS with window
   adaptation (step size and diagonal mass), same three coordinate systems;
 * ``numpyro``: NumPyro NUTS (defaults, vectorised chains) on the standard
@@ -33,6 +37,7 @@ Usage::
     python benchmarks/mixing.py --momentum-refresh 0.01 # reference beta = 0.01
     python benchmarks/mixing.py --out r.json            # all widths, all samplers
     python benchmarks/mixing.py --plot-from r.json --plot ratio.png
+    python benchmarks/mixing.py --defaults --widths 512 --n 64 --d-in 16
 """
 
 from __future__ import annotations
@@ -46,14 +51,13 @@ import sys
 import time
 from pathlib import Path
 
-# JAX's CPU LAPACK calls go through scipy's OpenBLAS, whose threading makes a
-# 128x128 Cholesky ~200x slower on a busy 2-core machine (measured 127 ms vs
-# 0.6 ms). One thread per call; set before numpy/jax load OpenBLAS.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-
-import jax  # noqa: E402
+# No OPENBLAS_NUM_THREADS: samplers.hmc limits BLAS to one thread itself
+# (threadpoolctl), which is what the package defaults are measured with.
+import jax
 
 jax.config.update("jax_enable_x64", True)
+
+import warnings  # noqa: E402
 
 import numpy as np  # noqa: E402
 
@@ -77,6 +81,7 @@ SAMPLERS = {
             "integrator": "gaussian_split",
         },
     ),
+    "ghmc-defaults": ("ghmc", {}),
     "nuts-std": ("nuts", {"reparam": "none"}),
     "nuts-rep": ("nuts", {"reparam": "repriorised"}),
     "nuts-exact": ("nuts", {"reparam": "repriorised", "exact_readout": True}),
@@ -87,6 +92,7 @@ PAIRS = [
     ("ghmc-rep", "ghmc-std"),
     ("ghmc-exact", "ghmc-std"),
     ("ghmc-exact-split", "ghmc-std"),
+    ("ghmc-defaults", "ghmc-std"),
     ("nuts-rep", "nuts-std"),
     ("nuts-exact", "nuts-std"),
     ("nuts-exact", "numpyro"),
@@ -122,10 +128,12 @@ def run_blackjax(name, problem, cfg):
     model, x, y, x_test = problem
     algorithm, kwargs = SAMPLERS[name]
     start = time.perf_counter()
-    post = samplers.hmc(
-        model, x, y, algorithm=algorithm, x_pred=x_test, key=jax.random.key(1),
-        progress=cfg["progress"], store_params=False, **kwargs, **cfg[algorithm],
-    )  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", samplers.SamplerWarning)
+        post = samplers.hmc(
+            model, x, y, algorithm=algorithm, x_pred=x_test, key=jax.random.key(1),
+            progress=cfg["progress"], store_params=False, **kwargs, **cfg[algorithm],
+        )  # fmt: skip
     total = time.perf_counter() - start
     chunks = post.settings["chunk_seconds"]
     # Sampling time without compilation: mean of chunks 2.. times the number.
@@ -147,6 +155,10 @@ def run_blackjax(name, problem, cfg):
         nonfinite=int(stats["nonfinite"].sum()),
         grads_per_draw=float(stats["n_steps"].mean()),
         total_seconds=total,
+        load_average=os.getloadavg()[0],
+        exact_readout=post.settings["exact_readout"],
+        integrator=post.settings["integrator"],
+        warnings=[str(w.message)[:60] for w in caught],
     )
 
 
@@ -292,7 +304,12 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--widths", type=int, nargs="+", default=None)
     parser.add_argument("--d-in", type=int, default=64, help="input dimension")
-    parser.add_argument("--n-train", type=int, default=128)
+    parser.add_argument("--n-train", "--n", type=int, default=128)
+    parser.add_argument(
+        "--defaults", action="store_true",
+        help="samplers.hmc at the package defaults vs ghmc-std (= --samplers "
+        "ghmc-defaults ghmc-std)",
+    )  # fmt: skip
     parser.add_argument(
         "--samplers", nargs="+", default=None, choices=ALL,
         help="default: all (--quick: ghmc-std ghmc-exact nuts-exact)",
@@ -333,6 +350,8 @@ def main(argv=None):
             plot(results, args.plot)
         return results
     widths = args.widths or ([32, 128] if args.quick else [32, 128, 512, 2048])
+    if args.defaults:
+        args.samplers = ["ghmc-defaults", "ghmc-std"]
     if args.samplers is None:
         args.samplers = ["ghmc-std", "ghmc-exact", "nuts-exact"] if args.quick else ALL
     cfg = configs(args.quick) | {"progress": args.progress}

@@ -173,18 +173,36 @@ def bulk_ess(draws) -> np.ndarray:
     return _ess(_rank_normalise(_split(np.asarray(draws, dtype=np.float64))))
 
 
-def problems(predictions, sample_stats) -> list[str]:
+def _faster_options(settings) -> str:
+    """A hint for runs that did not use the fastest-mixing options."""
+    if settings is None or settings.get("exact_readout", True):
+        return ""
+    if settings.get("reparam") == "repriorised":
+        return (
+            " exact_readout=True and integrator='gaussian_split' (the defaults "
+            "with kernel_reg = noise_std**2) mix much faster."
+        )
+    return (
+        " reparam='repriorised' (with its defaults exact_readout=True and "
+        "integrator='gaussian_split') mixes much faster for wide networks."
+    )
+
+
+def problems(predictions, sample_stats, settings=None) -> list[str]:
     """The reasons not to trust a run, each with what to do about it.
 
     Args:
         predictions: ``(chain, draw, M, out_dim)`` predictions.
         sample_stats: ``(chain, draw)`` arrays ``acceptance_rate`` and
             ``diverging``.
+        settings: the run's settings (``reparam``, ``exact_readout``), for the
+            advice; optional.
 
     Returns:
         Messages (empty for a run that passes every check).
     """
     messages = []
+    faster = _faster_options(settings)
     chains, num_draws = np.shape(predictions)[:2]
     if num_draws >= MIN_DRAWS:
         projected = projections(predictions)
@@ -197,8 +215,7 @@ def problems(predictions, sample_stats) -> list[str]:
                 f"R-hat of random projections of the predictions is up to "
                 f"{worst_rhat:.3g} (> {RHAT_MAX}): the chains disagree and have not "
                 "converged. Run a longer warm-up (num_warmup) and more draws "
-                "(num_samples); with reparam='repriorised', exact_readout=True and "
-                "integrator='gaussian_split' (the defaults) mix fastest."
+                "(num_samples)." + faster
             )
         floor = max(ESS_MIN, ESS_MIN_PER_CHAIN * chains)
         worst_ess = float(np.nanmin(ess)) if np.any(~np.isnan(ess)) else np.inf
@@ -207,9 +224,7 @@ def problems(predictions, sample_stats) -> list[str]:
                 f"bulk ESS of random projections of the predictions is as low as "
                 f"{worst_ess:.0f} of {chains * num_draws} draws (< {floor}): "
                 "Monte Carlo errors are large and R-hat is unreliable. Run more "
-                "draws (num_samples) or more chains; with reparam='repriorised' "
-                "exact_readout=True and integrator='gaussian_split' (the defaults) "
-                "give far more effective draws per gradient."
+                "draws (num_samples) or more chains." + faster
             )
     diverging = int(np.sum(sample_stats["diverging"]))
     if diverging:
@@ -232,5 +247,6 @@ def problems(predictions, sample_stats) -> list[str]:
 
 def warn_if_unreliable(posterior, stacklevel: int = 2) -> None:
     """Raises a :class:`SamplerWarning` for each of :func:`problems`."""
-    for message in problems(posterior.predictions, posterior.sample_stats):
+    found = problems(posterior.predictions, posterior.sample_stats, posterior.settings)
+    for message in found:
         warnings.warn(message, SamplerWarning, stacklevel=stacklevel + 1)

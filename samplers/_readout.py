@@ -14,8 +14,9 @@ conditional posterior is
   :math:`\Theta_{out} = \Theta_0 + T^\top(TT^\top+\sigma^2 I)^{-1}(Y - T\Theta_0 - E)`
   is an exact draw (Wilson et al., ICML 2020, "Efficiently sampling functions from
   Gaussian process posteriors", eq. 6; the joint of :math:`(\Theta_0, T\Theta_0+E)`
-  is the prior joint of readout and data). It cost a third of the map's QR path
-  per draw at width 512, N = 64.
+  is the prior joint of readout and data). Per draw it cost about a third of the
+  map's QR path at width 512, N = 64 (2.3 vs 7.1 ms for 4 chains, one BLAS
+  thread, busy 2-core machine).
 """
 
 from __future__ import annotations

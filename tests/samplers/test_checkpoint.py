@@ -22,6 +22,9 @@ from widebnn.samplers import _run
 
 from widebnn import WideBNN, kernels, samplers
 
+# Short runs: hmc rightly warns that they have not converged.
+pytestmark = pytest.mark.filterwarnings("ignore::widebnn.samplers.SamplerWarning")
+
 
 class Killed(Exception):
     """Stands for the process being killed."""

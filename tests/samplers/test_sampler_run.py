@@ -122,6 +122,14 @@ def test_problems_of_synthetic_runs():
     assert "3 of 2000" in message and "diverg" in message
     (message,) = _convergence.problems(good, stats(4, 500, acceptance=0.1))
     assert "acceptance" in message and "step_size" in message
+    # Advice on faster options only for runs that did not use them.
+    plain = {"reparam": "none", "exact_readout": False}
+    messages = _convergence.problems(sticky, stats(4, 500), plain)
+    assert messages and all("reparam='repriorised'" in m for m in messages)
+    best = {"reparam": "repriorised", "exact_readout": True}
+    assert not any(
+        "exact_readout" in m for m in _convergence.problems(sticky, stats(4, 500), best)
+    )
     # Too few draws per chain for R-hat/ESS: only the other checks run.
     assert _convergence.problems(apart[:, :3], stats(4, 3)) == []
     # 40 chains: 10 effective draws per chain are asked for (400 in all).
@@ -171,23 +179,32 @@ def test_a_good_run_does_not_warn():
 
 # --- defaults -------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "reparam, kernel_reg, exact_readout, integrator, expected",
+    "algorithm, reparam, kernel_reg, given, expected",
     [
-        ("repriorised", 0.25, None, None, (True, "gaussian_split")),
-        ("repriorised", 0.5, None, None, (False, "leapfrog")),
-        ("none", None, None, None, (False, "leapfrog")),
-        ("repriorised", 0.25, False, None, (False, "leapfrog")),
-        ("repriorised", 0.25, None, "leapfrog", (True, "leapfrog")),
-        ("none", None, None, "gaussian_split", (False, "gaussian_split")),
+        ("ghmc", "repriorised", 0.25, {}, (True, "gaussian_split", 0.8)),
+        ("ghmc", "repriorised", 0.5, {}, (False, "leapfrog", 0.9)),
+        ("ghmc", "none", None, {}, (False, "leapfrog", 0.9)),
+        ("nuts", "repriorised", 0.25, {}, (True, "gaussian_split", 0.8)),
+        ("hmc", "none", None, {}, (False, "leapfrog", 0.8)),
+        ("ghmc", "repriorised", 0.25, {"exact_readout": False},
+         (False, "leapfrog", 0.9)),
+        ("ghmc", "repriorised", 0.25, {"integrator": "leapfrog"},
+         (True, "leapfrog", 0.8)),
+        ("ghmc", "repriorised", 0.25, {"target": 0.95},
+         (True, "gaussian_split", 0.95)),
+        ("ghmc", "none", None, {"integrator": "gaussian_split"},
+         (False, "gaussian_split", 0.9)),
     ],
-)
+)  # fmt: skip
 def test_defaults_resolve_by_reparameterisation(
-    reparam, kernel_reg, exact_readout, integrator, expected
+    algorithm, reparam, kernel_reg, given, expected
 ):
-    """noise_std = 0.5: kernel_reg 0.25 is the exact repriorisation."""
+    """noise_std = 0.5: kernel_reg 0.25 is the exact repriorisation; explicit
+    choices are kept."""
     model, _, _ = linear_problem()
+    args = {"exact_readout": None, "integrator": None, "target": None} | given
     resolved = _hmc._resolve_defaults(
-        model, reparam, kernel_reg, exact_readout, integrator
+        model, algorithm, reparam, kernel_reg, *args.values()
     )
     assert resolved == expected
 
@@ -206,6 +223,7 @@ def test_resolved_defaults_are_recorded(stuck_run):
     post, _ = stuck_run
     assert post.settings["exact_readout"] is True
     assert post.settings["integrator"] == "gaussian_split"
+    assert post.settings["target_acceptance"] == 0.8
 
 
 # --- keys -----------------------------------------------------------------------------

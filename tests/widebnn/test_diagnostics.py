@@ -19,6 +19,8 @@ import scipy.stats
 
 from widebnn import WideBNN, diagnostics, kernels, samplers
 
+# Short runs: hmc rightly warns that they have not converged.
+pytestmark = pytest.mark.filterwarnings("ignore::widebnn.samplers.SamplerWarning")
 NOISE = 0.3
 W_STD, B_STD, READOUT_W_STD, READOUT_B_STD, WIDTH = 1.5, 0.1, 1.0, 0.1, 4
 
