@@ -33,8 +33,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._checks import check_key
 from ._hmc import _check_int
-from ._platform import batch_map
+from ._platform import batch_map, blas_single_threaded
 from ._rejection_bounds import (
     BOUNDS,
     DEFAULT_MAX_SECONDS,
@@ -278,6 +279,7 @@ def rejection(
         Hron, Bahri, Novak, Pennington, Sohl-Dickstein, "Exact posterior
         distributions of wide Bayesian neural networks", 2020 (arXiv:2006.10541).
     """
+    key = check_key(key)
     x, y, num_samples, batch_size, max_proposals, max_seconds = _check_options(
         model, x, y, num_samples, bound, batch_size, max_proposals, max_seconds
     )
@@ -297,13 +299,14 @@ def rejection(
     budget = SearchBudget(
         num_samples, log_bound, max_proposals, max_seconds, bound, started
     )
-    search = _search(
-        partial(_batch, model, batch_size, num_slots, key, x=x, y=y, x_pred=x_pred),
-        budget,
-        batch_size,
-        num_slots,
-        progress,
-    )
+    with blas_single_threaded():  # many small factorisations: one thread is faster
+        search = _search(
+            partial(_batch, model, batch_size, num_slots, key, x=x, y=y, x_pred=x_pred),
+            budget,
+            batch_size,
+            num_slots,
+            progress,
+        )
     params, predictions, log_lik = search["draws"]
     evidence = search["evidence"]
     settings = {

@@ -244,15 +244,17 @@ def _sampler_options(parser):
     )
     group.add_argument(
         "--exact-readout",
-        action="store_true",
-        help="repriorised: chain on the hidden weights, exact readout per draw",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="repriorised: chain on the hidden weights, exact readout per draw "
+        "(default: on for --reparam repriorised, off for none)",
     )
     group.add_argument(
         "--integrator",
         choices=("leapfrog", "gaussian_split"),
-        default="leapfrog",
+        default=None,
         help="gaussian_split: the prior's flow exactly, the rest by kicks "
-        "(default leapfrog)",
+        "(default: gaussian_split for --reparam repriorised, leapfrog for none)",
     )
     group.add_argument(
         "--chains", type=_POSITIVE, default=4, help="MCMC chains (default 4)"

@@ -151,6 +151,12 @@ def test_bad_input_names_the_argument(kwargs, error, name):
         samplers.rejection(model, x, y, key=jax.random.key(0), progress=False, **args)
 
 
+def test_integer_key_is_refused_by_name():
+    model, x, y, *_ = linear_problem()
+    with pytest.raises(TypeError, match="key"):
+        samplers.rejection(model, x, y, key=0, num_samples=10, progress=False)
+
+
 def test_bound_rejects_bad_arguments():
     with pytest.raises(ValueError, match="noise_std"):
         samplers.log_likelihood_bound(np.zeros((3, 1)), 0.0)

@@ -104,6 +104,18 @@ def test_every_option_has_help_text():
     assert not missing, missing
 
 
+def test_sampler_options_default_to_the_package_defaults():
+    """``None`` lets ``samplers.hmc`` choose (exact readout + Gaussian split when
+    repriorised); the flags still switch either way."""
+    parser = cli.build_parser()
+    args = parser.parse_args(["sample", "--data", "train.npz"])
+    assert args.exact_readout is None and args.integrator is None
+    args = parser.parse_args(
+        ["sample", "--data", "t.npz", "--no-exact-readout", "--integrator", "leapfrog"]
+    )
+    assert args.exact_readout is False and args.integrator == "leapfrog"
+
+
 NETWORK_OPTIONS = ("--depth", "--width", "--activation", "--W-std", "--b-std")
 
 
