@@ -128,7 +128,7 @@ def _padded(x, lengths, total):
 @pytest.mark.parametrize(
     "kwargs",
     [
-        dict(attention_mechanism="SOFTMAX"),
+        pytest.param(dict(attention_mechanism="SOFTMAX"), marks=pytest.mark.slow),
         dict(attention_mechanism="IDENTITY"),
         dict(
             attention_mechanism="ABS",

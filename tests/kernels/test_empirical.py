@@ -75,6 +75,7 @@ def test_bad_arguments():
         kernels.empirical_nngp(lambda p, x: jnp.sum(x, -1), params, x)
 
 
+@pytest.mark.slow
 def test_monte_carlo_is_deterministic_and_batch_independent():
     net, _, x = _setup()
     a = kernels.monte_carlo_kernel(net, jax.random.key(5), 8, 8)(x)
