@@ -102,6 +102,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ReLU angle via arccos(rho) instead of arctan2 (NaN gradient at x1 == x2)",
     ),
     Mutation(
+        "safe-sqrt-derivative",
+        "kernels/_elementwise.py",
+        "jnp.where(positive, t / (2 * jnp.where(positive, y, 1.0)), 0.0)",
+        "jnp.where(positive, t / jnp.where(positive, y, 1.0), 0.0)",
+        (f"{GRADIENT}[Relu]", f"{GRADIENT}[Sign]"),
+        "derivative of the safe square root off by a factor 2 (finite, but wrong: "
+        "only a comparison with finite differences sees it)",
+    ),
+    Mutation(
         "conv-standard-ntk-without-filter-size",
         "kernels/_conv.py",
         "ntk = k.shape1[-1] * filter_size * nngp_in + W_std**2 * a(k.ntk, 2)",
