@@ -545,7 +545,8 @@ def repeat(layer: Layer, n: int) -> Layer:
         if n == 1:
             return k
         nxt = layer.kernel_fn(k, **kwargs)
-        if jax.tree.structure(nxt) != jax.tree.structure(k):
+        # PyTreeDef comes from jaxlib without type information: mypy sees no `!=`
+        if jax.tree.structure(nxt) != jax.tree.structure(k):  # type: ignore[operator]
             for _ in range(n - 2):
                 nxt = layer.kernel_fn(nxt, **kwargs)
             return nxt

@@ -145,7 +145,7 @@ def shared_window_sum(cov, axes, geometries, padding):
         widths[a] = widths[b] = pads
     mode = "wrap" if padding == "circular" else "constant"
     cov = jnp.pad(cov, widths, mode=mode)
-    total = 0.0
+    total: jax.Array | float = 0.0
     for offsets in itertools.product(*(range(g[0]) for g in geometries)):
         start, limit, stride = [0] * cov.ndim, list(cov.shape), [1] * cov.ndim
         for (a, b), (_, s, out, _), d in zip(axes, geometries, offsets, strict=True):

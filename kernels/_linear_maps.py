@@ -347,8 +347,8 @@ def DotGeneral(
             raise ValueError("DotGeneral does not support masks (mask must be None).")
         _, _, _, perm = plan(x.shape)
         fixed = array.astype(x.dtype)
-        operands = (fixed, x) if is_lhs else (x, fixed)
-        z = jax.lax.dot_general(*operands, dimension_numbers)
+        lhs, rhs = (fixed, x) if is_lhs else (x, fixed)
+        z = jax.lax.dot_general(lhs, rhs, dimension_numbers)
         return jnp.transpose(z, perm)
 
     def covariance_map(shape, lead):
@@ -359,7 +359,7 @@ def DotGeneral(
         base = 2 + 2 * ndim
         free = {a: (base + 2 * a, base + 2 * a + 1) for a in range(array.ndim)}
         cov_sub = list(range(lead)) + [v for a in range(1, ndim - 1) for v in label[a]]
-        r_sub = [[None] * array.ndim for _ in range(2)]
+        r_sub: list[list[int | None]] = [[None] * array.ndim for _ in range(2)]
         for ax, ar in zip(cx + bx, c_r + b_r, strict=True):
             r_sub[0][ar], r_sub[1][ar] = label[ax]
         for ar in range(array.ndim):

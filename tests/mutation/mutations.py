@@ -102,6 +102,15 @@ MUTATIONS: tuple[Mutation, ...] = (
         "ReLU angle via arccos(rho) instead of arctan2 (NaN gradient at x1 == x2)",
     ),
     Mutation(
+        "safe-sqrt-derivative",
+        "kernels/_elementwise.py",
+        "jnp.where(positive, t / (2 * jnp.where(positive, y, 1.0)), 0.0)",
+        "jnp.where(positive, t / jnp.where(positive, y, 1.0), 0.0)",
+        (f"{GRADIENT}[Relu]", f"{GRADIENT}[Sign]"),
+        "derivative of the safe square root off by a factor 2 (finite, but wrong: "
+        "only a comparison with finite differences sees it)",
+    ),
+    Mutation(
         "conv-standard-ntk-without-filter-size",
         "kernels/_conv.py",
         "ntk = k.shape1[-1] * filter_size * nngp_in + W_std**2 * a(k.ntk, 2)",
@@ -161,12 +170,24 @@ MUTATIONS: tuple[Mutation, ...] = (
         "attention weights given to masked keys (comparison >= instead of >)",
     ),
     Mutation(
-        "gp-dropped-diag-reg",
+        "gp-lml-dropped-diag-reg",
         "widebnn/_gp_core.py",
         "        diag_reg=noise_var + reg,",
         "        diag_reg=noise_var,",
+        (
+            "tests/widebnn/test_gp_regularizer.py::"
+            "test_log_marginal_likelihood_adds_diag_reg_to_the_noise",
+        ),
+        "GP log marginal likelihood (and so fit_hyperparameters) drops diag_reg "
+        "(was missed: no likelihood test used diag_reg)",
+    ),
+    Mutation(
+        "gp-posterior-dropped-diag-reg",
+        "widebnn/gp.py",
+        "k_prior, diag_reg=noise_var + reg, absolute=True, jitter_ladder=jitter_ladder",
+        "k_prior, diag_reg=noise_var, absolute=True, jitter_ladder=jitter_ladder",
         (f"{GP}::test_relative_diag_reg_adds_to_the_noise",),
-        "GP likelihood/posterior drops the relative regulariser diag_reg",
+        "GP posterior drops the relative regulariser diag_reg",
     ),
     Mutation(
         "ntk-gd-learning-rate-scaling",
