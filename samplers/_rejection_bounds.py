@@ -223,7 +223,8 @@ class SearchBudget:
         self.evidence = EvidenceAccumulator()
         self.num_accepted = 0
         self.num_proposals = 0
-        self.warm = None  # (time, proposals) after the first (compiling) batch
+        # (time, proposals) after the first (compiling) batch
+        self.warm: tuple[float, int] | None = None
         self.next_look = 0
 
     def add(self, num_proposals, num_accepted):
@@ -240,6 +241,8 @@ class SearchBudget:
         """Proposals per second after the first batch (its compilation excluded);
         over all the time when only one batch ran."""
         now = time.perf_counter()
+        if self.warm is None:  # before the first batch
+            return 0.0
         warm_time, warm_count = self.warm
         if self.num_proposals > warm_count and now > warm_time:
             return (self.num_proposals - warm_count) / (now - warm_time)
@@ -248,7 +251,8 @@ class SearchBudget:
     def eta(self, rate) -> float:
         """Seconds to the last draw at acceptance rate ``rate``."""
         remaining = self.num_samples - self.num_accepted
-        return remaining / (rate * self.speed()) if rate > 0 else math.inf
+        speed = self.speed()
+        return remaining / (rate * speed) if rate > 0 and speed > 0 else math.inf
 
     def postfix(self) -> str:
         """The progress bar's ``proposals, rate, ETA`` text."""
@@ -275,6 +279,7 @@ class SearchBudget:
             self._raise(f"max_seconds={self.max_seconds:g} reached")
         if (
             self.max_seconds == math.inf
+            or self.warm is None
             or self.num_proposals < self.next_look
             or now - self.warm[0] < WARM_SECONDS
         ):
