@@ -16,6 +16,9 @@ from widebnn import WideBNN, kernels, samplers
 
 from .test_reprior import problem
 
+# Short plumbing runs: convergence warnings are tested in tests/samplers.
+pytestmark = pytest.mark.filterwarnings("ignore::widebnn.samplers.SamplerWarning")
+
 
 def _kinetic(inverse_mass):
     def kinetic(momentum, position=None):

@@ -22,6 +22,9 @@ from _helpers import bonferroni_t_quantile
 
 from widebnn import WideBNN, kernels, samplers
 
+# Short plumbing runs: convergence warnings are tested in tests/samplers.
+pytestmark = pytest.mark.filterwarnings("ignore::widebnn.samplers.SamplerWarning")
+
 SIGMA = 0.5
 
 

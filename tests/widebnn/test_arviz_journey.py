@@ -39,6 +39,7 @@ from widebnn import WideBNN, data, diagnostics, kernels, numpyro_model, plots, s
 
 N, NOISE, WIDTH = 8, 1.0, 8
 pytestmark = [
+    pytest.mark.filterwarnings("ignore::widebnn.samplers.SamplerWarning"),
     pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto"),
     pytest.mark.filterwarnings("ignore:Passing a dict or None as alias_mapping"),
     pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.sort_values"),

@@ -10,6 +10,9 @@ import pytest
 
 from widebnn import cli, diagnostics
 
+# Short plumbing runs: convergence warnings are tested in tests/samplers.
+pytestmark = pytest.mark.filterwarnings("ignore::widebnn.samplers.SamplerWarning")
+
 
 def _run(*args, cwd=None):
     return subprocess.run(

@@ -20,6 +20,9 @@ from _helpers import bonferroni_t_quantile
 
 from widebnn import _distances, compare, gp, kernels, samplers
 
+# Short plumbing runs: convergence warnings are tested in tests/samplers.
+pytestmark = pytest.mark.filterwarnings("ignore::widebnn.samplers.SamplerWarning")
+
 MOMENT_METRICS = ("rmse", "max_abs", "cov_rel_frobenius", "kl", "w2")
 
 

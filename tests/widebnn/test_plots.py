@@ -11,6 +11,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from widebnn import compare, plots
 
+# Short plumbing runs: convergence warnings are tested in tests/samplers.
+pytestmark = pytest.mark.filterwarnings("ignore::widebnn.samplers.SamplerWarning")
+
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
