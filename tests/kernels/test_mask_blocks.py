@@ -102,7 +102,7 @@ def _spatial_layers(filter_shape):
     }
 
 
-FILTERS = [(2,), (3,), (4,), (2, 2), (3, 2), (4, 3)]
+FILTERS = [(2,), (3,), (4,), (2, 2), (4, 3)]
 
 
 KINDS = ["Conv", "ConvTranspose", "ConvTranspose_strided", "ConvLocal", "AvgPool"]

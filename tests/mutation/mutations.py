@@ -211,13 +211,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "rejection-key-reuse",
         "samplers/_rejection.py",
-        "return jax.random.split(jax.random.fold_in(key, index), 3)",
-        "return jax.random.split(key, 3)",
-        (
-            f"{REJECTION}::test_linear_regression_exact_readout_evidence_and_acceptance",
-            f"{REJECTION}::test_hidden_weight_posterior_evidence_and_batch_independence",
-        ),
-        "rejection sampler reuses one key for every proposal",
+        "_, _, readout_key = _proposal_keys(key, indices[slot])",
+        "_, readout_key, _ = _proposal_keys(key, indices[slot])",
+        (f"{REJECTION}::test_linear_regression_exact_readout_evidence_and_acceptance",),
+        "rejection sampler draws the readout with the key of the accept/reject "
+        "uniform (accepted proposals get biased readouts)",
         note="samplers/_rejection.py is being rewritten on the `sampler` branch; "
         "refresh `old` and `tests` after the merge.",
     ),
