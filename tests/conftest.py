@@ -20,3 +20,27 @@ import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+
+# --- the fast tier -----------------------------------------------------------------
+# Tests measured slow (tests/_support/slow_tests.txt: one node id per line, with the
+# seconds it took and the machine's load) join the `slow` tier without a decorator in
+# every file; a line without "[" marks every case of that test function.
+_SLOW_LIST = os.path.join(os.path.dirname(__file__), "_support", "slow_tests.txt")
+
+
+def _measured_slow() -> set[str]:
+    with open(_SLOW_LIST) as f:
+        return {
+            line.split("#", 1)[0].strip() for line in f if line.split("#", 1)[0].strip()
+        }
+
+
+def pytest_collection_modifyitems(config, items):
+    import pytest
+
+    slow = _measured_slow()
+    for item in items:
+        rel = item.nodeid
+        if rel in slow or rel.split("[", 1)[0] in slow:
+            item.add_marker(pytest.mark.slow)
