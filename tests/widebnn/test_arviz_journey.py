@@ -41,6 +41,9 @@ N, NOISE, WIDTH = 8, 1.0, 8
 pytestmark = [
     pytest.mark.filterwarnings("ignore::widebnn.samplers.SamplerWarning"),
     pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto"),
+    pytest.mark.filterwarnings(  # ArviZ's WAIC heuristic on 8 points
+        "ignore:For one or more samples the posterior variance"
+    ),
     pytest.mark.filterwarnings("ignore:Passing a dict or None as alias_mapping"),
     pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.sort_values"),
 ]
