@@ -98,3 +98,20 @@ def slow_unless(cases, fast=FAST_ACTIVATIONS):
     import pytest
 
     return [c if c in fast else pytest.param(c, marks=pytest.mark.slow) for c in cases]
+
+
+def truncate_file(path):
+    """Damages a checkpoint file: keeps its first half."""
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def empty_file(path):
+    """Damages a checkpoint file: no bytes."""
+    path.write_bytes(b"")
+
+
+def flip_bit(path):
+    """Damages a checkpoint file: one bit flipped in the middle."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))

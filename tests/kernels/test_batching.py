@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import empty_file, flip_bit, truncate_file
 from widebnn.kernels import _store
 
 from widebnn import kernels
@@ -368,21 +369,7 @@ def test_start_and_resume_are_explicit(tmp_path):
         kernels.batched(rbf_kernel, 3, checkpoint_dir=3)
 
 
-def _truncate(path):
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-def _empty(path):
-    path.write_bytes(b"")
-
-
-def _flip_bit(path):
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
-@pytest.mark.parametrize("damage", [_truncate, _empty, _flip_bit])
+@pytest.mark.parametrize("damage", [truncate_file, empty_file, flip_bit])
 def test_damaged_tile_is_recomputed_with_a_warning(tmp_path, damage):
     x = _x(8, 16)
     expected = kernels.batched(rbf_kernel, 3, progress=False)(x)

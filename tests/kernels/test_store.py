@@ -15,6 +15,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from _helpers import empty_file, flip_bit, truncate_file
 from widebnn.kernels import _store
 from widebnn.kernels._store import CheckpointWarning, Store
 
@@ -99,20 +100,6 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path, monkeypatc
     np.testing.assert_array_equal(store.load("entry")["a"], np.zeros(3))
 
 
-def _truncate(path):
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-def _empty(path):
-    path.write_bytes(b"")
-
-
-def _flip_bit(path):
-    data = bytearray(path.read_bytes())
-    data[len(data) // 3] ^= 0x10
-    path.write_bytes(bytes(data))
-
-
 def _garbage(path):
     # Not a zip: np.load would try pickle, which allow_pickle=False refuses.
     path.write_bytes(b"\x80\x04garbage that looks like a pickle")
@@ -131,7 +118,7 @@ def _same_record_other_values(path):
 
 
 @pytest.mark.parametrize(
-    "damage", [_truncate, _empty, _flip_bit, _garbage, _same_record_other_values]
+    "damage", [truncate_file, empty_file, flip_bit, _garbage, _same_record_other_values]
 )
 def test_damaged_entry_warns_naming_the_file_and_is_deleted(tmp_path, damage):
     store = open_store(tmp_path)
@@ -196,7 +183,7 @@ def test_kind_mismatch_is_refused(tmp_path):
         open_store(tmp_path, resume=True, kind="widebnn.samplers.hmc")
 
 
-@pytest.mark.parametrize("damage", [_truncate, _empty, _flip_bit])
+@pytest.mark.parametrize("damage", [truncate_file, empty_file, flip_bit])
 def test_damaged_fingerprint_is_an_error_naming_the_file(tmp_path, damage):
     open_store(tmp_path)
     damage(tmp_path / "fingerprint.json")

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import empty_file, flip_bit, truncate_file
 from widebnn.kernels import _store
 from widebnn.samplers import _run
 
@@ -192,22 +193,8 @@ def test_start_and_resume_are_explicit(saved, tmp_path):
     assert sorted(p.name for p in saved.iterdir()) == ENTRIES  # nothing touched
 
 
-def _truncate(path):
-    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
-
-
-def _empty(path):
-    path.write_bytes(b"")
-
-
-def _flip_bit(path):
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    path.write_bytes(bytes(data))
-
-
 @pytest.mark.parametrize("entry", ["warmup.npz", "chunk_00001.npz"])
-@pytest.mark.parametrize("damage", [_truncate, _empty, _flip_bit])
+@pytest.mark.parametrize("damage", [truncate_file, empty_file, flip_bit])
 def test_damaged_file_is_recomputed_with_a_warning(copy, reference, entry, damage):
     damage(copy / entry)
     with pytest.warns(_store.CheckpointWarning, match=f"{copy / entry}.*recomputed"):
@@ -217,7 +204,7 @@ def test_damaged_file_is_recomputed_with_a_warning(copy, reference, entry, damag
 
 
 def test_damaged_fingerprint_is_refused_naming_the_file(copy):
-    _flip_bit(copy / "fingerprint.json")
+    flip_bit(copy / "fingerprint.json")
     with pytest.raises(ValueError, match="fingerprint.json .* is damaged"):
         run(copy, resume=True)
 
