@@ -35,6 +35,8 @@ from ._exponential import (
     ExpNormalized as ExpNormalized,
     Gaussian as Gaussian,
 )
+from ._feature_core import Features as Features, FeatureSpec as FeatureSpec
+from ._features import FeatureMap as FeatureMap, feature_map as feature_map
 from ._gelu import Gelu as Gelu
 from ._inputs import input_kernel as input_kernel
 from ._kernel import Kernel as Kernel, Layer as Layer

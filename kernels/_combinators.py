@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import check_positive_int
+from ._feature_core import composite_rule, feature_rule, split_keys
 from ._kernel import Layer, stateless_init
 
 
@@ -97,7 +98,25 @@ def serial(*layers: Layer) -> Layer:
             input_shape = next_shape
         return mask
 
-    return Layer(init, apply, kernel_fn, full_spatial_input, mask_fn, name="serial")
+    def build_feature_fn():
+        rules = [feature_rule(layer) for layer in layers]
+
+        def feature_fn(f, key, spec):
+            for rule, layer_key in zip(rules, split_keys(key, len(rules)), strict=True):
+                f = rule(f, layer_key, spec)
+            return f
+
+        return feature_fn
+
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        full_spatial_input,
+        mask_fn,
+        name="serial",
+        feature_fn=composite_rule(layers, build_feature_fn),
+    )
 
 
 def _per_branch(value, num: int, name: str):

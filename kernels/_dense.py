@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 import jax.numpy as jnp
 
 from ._checks import check_channels, check_choice, check_positive_int, check_std
+from ._feature_core import Features, FeatureSpec
 from ._kernel import Kernel, Layer
 
 PARAMETERIZATIONS = ("ntk", "standard")
@@ -113,4 +116,25 @@ def Dense(
             is_gaussian=True,
         ).zero_masked()
 
-    return Layer(init, apply, kernel_fn, name="Dense")
+    def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
+        # Exact, no randomness: the kernel rule's sums become concatenations
+        # (inner products of concatenated blocks add), scalings stay scalings.
+        del key, spec
+        ones = jnp.ones((*f.nngp.shape[:-1], 1), f.nngp.dtype)
+        nngp = W_std * f.nngp
+        if b_std is not None:
+            nngp = jnp.concatenate([nngp, b_std * ones], axis=-1)
+        ntk = None
+        if f.ntk is not None:
+            if standard:
+                parts = [math.sqrt(f.shape[-1]) * f.nngp, W_std * f.ntk]
+                if b_std is not None:
+                    parts.append(ones)
+            else:
+                parts = [W_std * f.ntk, nngp]
+            ntk = jnp.concatenate(parts, axis=-1)
+        return f.replace(
+            nngp=nngp, ntk=ntk, shape=(*f.shape[:-1], out_dim), is_gaussian=True
+        ).zero_masked()
+
+    return Layer(init, apply, kernel_fn, name="Dense", feature_fn=feature_fn)

@@ -15,7 +15,9 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from ._feature_core import Features, FeatureSpec, Unsupported
 from ._kernel import Kernel, Layer, pair_broadcast, stateless_init
+from ._sketch import gaussian_matrix, tensor_srht
 
 DualFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -111,12 +113,16 @@ def autodiff_derivative(nngp_fn: DualFn) -> DualFn:
     return d_nngp_fn
 
 
-def _apply_dual(k: Kernel, nngp_fn: DualFn, d_nngp_fn: DualFn | None, name: str):
-    if not k.is_gaussian:
+def _check_gaussian(is_gaussian: bool, name: str) -> None:
+    if not is_gaussian:
         raise ValueError(
             f"{name} needs centred Gaussian pre-activations as input: put an affine "
             "layer (Dense, Conv, attention) directly before it."
         )
+
+
+def _apply_dual(k: Kernel, nngp_fn: DualFn, d_nngp_fn: DualFn | None, name: str):
+    _check_gaussian(k.is_gaussian, name)
     var1, var2 = k.var1, k.var2
     q1, q2 = pair_broadcast(var1, var2, k.diagonal_spatial, batch_pair=True)
     c = k.nngp
@@ -144,11 +150,54 @@ def _apply_dual(k: Kernel, nngp_fn: DualFn, d_nngp_fn: DualFn | None, name: str)
     return out.zero_masked()
 
 
+def random_feature_rule(
+    fn: Callable[[jax.Array], jax.Array],
+    name: str,
+    derivative: Callable[[jax.Array], jax.Array] | None = None,
+):
+    r"""The random-feature rule of an activation with a finite form.
+
+    With pre-activation features ``u`` (``u_x . u_y`` the pre-activation covariance)
+    and ``G`` an ``(m, dim)`` matrix of ``N(0, 1)`` entries, ``g = u G`` has columns
+    distributed as the pre-activations, so ``fn(g) / sqrt(dim)`` has inner products
+    whose expectation is the dual :math:`\mathbb E[\phi(u)\phi(v)]` (Cho & Saul
+    2009 for ReLU; Rahimi & Recht 2007) and ``fn'(g) / sqrt(dim)`` estimates the
+    derivative dual. The NTK factor multiplies the incoming NTK: its features are the
+    TensorSRHT sketch of ``ntk (x) fn'(g) / sqrt(dim)`` to ``dim`` columns.
+
+    Args:
+        fn: the elementwise activation.
+        name: the layer name for errors.
+        derivative: ``fn'`` elementwise; ``None`` for forward-mode autodiff of ``fn``.
+
+    Returns:
+        A feature rule ``(Features, key, FeatureSpec) -> Features``.
+    """
+
+    def slope(z):
+        if derivative is not None:
+            return derivative(z)
+        return jax.jvp(fn, (z,), (jnp.ones_like(z),))[1]
+
+    def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
+        _check_gaussian(f.is_gaussian, name)
+        proj_key, sketch_key = jax.random.split(key)
+        g = f.nngp @ gaussian_matrix(proj_key, f.nngp.shape[-1], spec.dim, f.nngp.dtype)
+        scale = 1.0 / jnp.sqrt(jnp.asarray(spec.dim, g.dtype))
+        ntk = None
+        if f.ntk is not None:
+            ntk = tensor_srht(sketch_key, f.ntk, slope(g) * scale, spec.dim)
+        return f.replace(nngp=fn(g) * scale, ntk=ntk, is_gaussian=False).zero_masked()
+
+    return feature_fn
+
+
 def elementwise_layer(
     fn: Callable[[jax.Array], jax.Array] | None,
     nngp_fn: DualFn,
     d_nngp_fn: DualFn | None,
     name: str,
+    feature_fn=None,
 ) -> Layer:
     """Builds a pointwise nonlinearity from its function and its dual.
 
@@ -158,10 +207,17 @@ def elementwise_layer(
         nngp_fn: ``(c, q1, q2) -> E[fn(u) fn(v)]``, broadcasting.
         d_nngp_fn: ``(c, q1, q2) -> E[fn'(u) fn'(v)]``, or ``None`` for no NTK.
         name: the layer name used in errors.
+        feature_fn: the feature rule; by default random features of ``fn``
+            (:func:`random_feature_rule`), none when ``fn`` is ``None``.
 
     Returns:
         A :class:`Layer` without parameters.
     """
+    if feature_fn is None:
+        if fn is None:
+            feature_fn = Unsupported(name, "no finite-width form to featurise")
+        else:
+            feature_fn = random_feature_rule(fn, name)
 
     def apply(params, x, *, mask=None, key=None, **kwargs):
         del params, key, kwargs
@@ -176,7 +232,7 @@ def elementwise_layer(
         del kwargs
         return _apply_dual(k, nngp_fn, d_nngp_fn, name)
 
-    return Layer(stateless_init, apply, kernel_fn, name=name)
+    return Layer(stateless_init, apply, kernel_fn, name=name, feature_fn=feature_fn)
 
 
 def Elementwise(

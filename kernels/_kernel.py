@@ -217,6 +217,9 @@ class Layer(NamedTuple):
         mask_fn: ``mask_fn(mask, input_shape) -> mask`` maps the padding mask of the
             input to that of the output.
         name: a short name used in error messages.
+        feature_fn: ``feature_fn(f: Features, key, spec: FeatureSpec) -> Features``,
+            the layer's random feature map (see ``kernels/_feature_core.py``), or
+            ``None`` when the layer has none (:func:`feature_map` then refuses it).
     """
 
     init: Callable[..., tuple[Any, Any]]
@@ -225,6 +228,7 @@ class Layer(NamedTuple):
     full_spatial_input: Callable[[Any], Any] = _same_layout
     mask_fn: Callable[[Any, Any], Any] = _identity_mask
     name: str = "Layer"
+    feature_fn: Callable[..., Any] | None = None
 
     def kernel(
         self,
