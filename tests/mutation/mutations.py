@@ -74,24 +74,20 @@ MUTATIONS: tuple[Mutation, ...] = (
     ),
     Mutation(
         "hmc-fingerprint-without-key",
-        "samplers/_hmc.py",
-        '{"key": key_data, "x": x, "y": y, "x_pred": x_pred},',
-        '{"x": x, "y": y, "x_pred": x_pred},',
-        ("tests/samplers/test_checkpoint.py::test_checkpoint_refuses_other_arguments",),
+        "samplers/_run.py",
+        '        "key": hash_key(key),\n',
+        "",
+        ("tests/samplers/test_checkpoint.py::test_resume_refuses_a_different_run",),
         "HMC checkpoint fingerprint omits the PRNG key (a resume with another key "
         "silently mixes two runs)",
-        note="samplers/_hmc.py and its checkpoint tests are being rewritten on the "
-        "`store` branch; refresh `old` and `tests` after the merge.",
     ),
     Mutation(
         "batched-fingerprint-without-masks",
         "kernels/_batching.py",
-        "fingerprint=_fingerprint([x1, x2, m1, m2], settings)",
-        "fingerprint=_fingerprint([x1, x2], settings)",
-        ("tests/kernels/test_batching.py::test_checkpoint_refuses_other_inputs",),
+        '"masks": {"mask1": hash_exact(m1), "mask2": hash_exact(m2)},\n',
+        "\n",
+        ("tests/kernels/test_batching.py::test_checkpoint_refuses_other_masks",),
         "`batched` checkpoint fingerprint ignores the masks (stale tiles reused)",
-        note="kernels/_batching.py and its checkpoint tests are being rewritten on "
-        "the `store` branch; refresh `old` and `tests` after the merge.",
     ),
     Mutation(
         "relu-angle-arccos",
