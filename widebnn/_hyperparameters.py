@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from widebnn import kernels
 
-from . import _feature_gp, _gp_core, _linalg
+from . import _feature_blocks, _feature_gp, _gp_core, _linalg
 from ._linalg import DEFAULT_JITTER_LADDER
 
 
@@ -84,8 +84,8 @@ def _check_features(features, architecture_fn, params0):
             f"features must have the keys 'key' and 'dim' (and optionally "
             f"'block_size'); unknown {unknown}, missing {missing}."
         )
-    block_size = _feature_gp._check_block_size(
-        features.get("block_size", _feature_gp.DEFAULT_BLOCK_SIZE)
+    block_size = _feature_blocks.check_block_size(
+        features.get("block_size", _feature_blocks.DEFAULT_BLOCK_SIZE)
     )
     layer = architecture_fn(dict(params0))
     if not isinstance(layer, kernels.Layer):
