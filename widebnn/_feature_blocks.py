@@ -76,6 +76,26 @@ def _check_fmap(fmap) -> None:
         )
 
 
+class _ByIdentity:
+    """An unhashable feature map, hashed by identity so that it can be a static
+    argument of the compiled block programs (compiled once per wrapper)."""
+
+    def __init__(self, fmap):
+        self.fmap = fmap
+
+    def __call__(self, x, **kwargs):
+        return self.fmap(x, **kwargs)
+
+
+def hashable(fmap):
+    """``fmap``, or a wrapper hashed by identity when ``fmap`` is unhashable."""
+    try:
+        hash(fmap)
+    except TypeError:
+        return _ByIdentity(fmap)
+    return fmap
+
+
 def check_block_size(block_size) -> int:
     if isinstance(block_size, bool) or not isinstance(block_size, int | np.integer):
         raise TypeError(f"block_size must be an integer >= 1, got {block_size!r}.")
@@ -260,7 +280,9 @@ def accumulate_statistics(
     dtype = _work_dtype(y.dtype)
     rows = rows_per_block(block_size, x.shape[0], mesh.size)
     num_blocks = -(-x.shape[0] // rows)
-    block_fn = functools.partial(_sharded_statistics, fmap, names, dtype, mesh)
+    block_fn = functools.partial(
+        _sharded_statistics, hashable(fmap), names, dtype, mesh
+    )
     if _linalg.is_traced(x, y):
         blocks = [block_rows(x, y, i, rows) for i in range(num_blocks)]
         stacked = jax.tree.map(lambda *parts: jnp.stack(parts), *blocks)

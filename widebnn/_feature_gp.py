@@ -48,6 +48,7 @@ from ._feature_blocks import (
     call_features,
     check_data,
     check_devices,
+    hashable,
     row_mesh,
     rows_per_block,
 )
@@ -231,7 +232,7 @@ class FeaturePosterior:
     """
 
     def __init__(self, fmap, get, noise_var, stats, chol, block_size, devices):
-        self._fmap = fmap
+        self._fmap = hashable(fmap)
         self._devices = devices
         self.get = get
         self.noise_var = noise_var

@@ -248,6 +248,33 @@ def test_fit_hyperparameters_on_features_increases_the_likelihood(data):
     np.testing.assert_allclose(history[-1], expected, rtol=1e-10)
 
 
+class UnhashableMap:
+    """A feature map that defines ``__eq__`` and so is not hashable."""
+
+    def __init__(self, fmap):
+        self.fmap = fmap
+
+    def __eq__(self, other):
+        return isinstance(other, UnhashableMap) and other.fmap is self.fmap
+
+    def __call__(self, x, **kwargs):
+        return self.fmap(x, **kwargs)
+
+
+def test_unhashable_feature_map_works(data, random_fmap):
+    x_train, y, x_test = data
+    settings = dict(noise_var=NOISE_VAR, block_size=8, progress=False)
+    post = gp.feature_posterior(UnhashableMap(random_fmap), x_train, y, **settings)
+    reference = gp.feature_posterior(random_fmap, x_train, y, **settings)
+    for a, b in zip(post.statistics[:4], reference.statistics[:4], strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(
+        post.predict(x_test, progress=False).mean,
+        reference.predict(x_test, progress=False).mean,
+        rtol=1e-12,
+    )
+
+
 def test_progress_bar_over_blocks(data, random_fmap, capsys):
     x_train, y, _ = data
     gp.feature_posterior(
