@@ -105,6 +105,7 @@ def check_block_size(block_size) -> int:
 
 
 def check_devices(devices) -> list:
+    """The devices as a list (default ``jax.local_devices()``)."""
     if devices is None:
         return list(jax.local_devices())
     if isinstance(devices, jax.Device):
@@ -214,6 +215,16 @@ def block_rows(x, y, index: int, rows: int):
     return xb, yb, valid
 
 
+def _stacked_blocks(x, y, rows: int, num_blocks: int):
+    """``(num_blocks, rows, ...)`` stacks of the padded blocks of :func:`block_rows`
+    (for ``lax.scan``)."""
+    total = rows * num_blocks
+    xs = _pad_rows(x, total, x[:1]).reshape(num_blocks, rows, *x.shape[1:])
+    ys = _pad_rows(y, total, jnp.zeros_like(y[:1])).reshape(num_blocks, rows, -1)
+    valid = (jnp.arange(total) < x.shape[0]).reshape(num_blocks, rows)
+    return xs, ys, valid
+
+
 def _block_statistics(fmap, names, dtype, x, y, valid):
     """One device's rows of a block: partial statistics, summed over the mesh."""
     features = call_features(fmap, x, names, dtype)
@@ -284,9 +295,8 @@ def accumulate_statistics(
         _sharded_statistics, hashable(fmap), names, dtype, mesh
     )
     if _linalg.is_traced(x, y):
-        blocks = [block_rows(x, y, i, rows) for i in range(num_blocks)]
-        stacked = jax.tree.map(lambda *parts: jnp.stack(parts), *blocks)
-        shapes = jax.eval_shape(block_fn, *blocks[0])
+        stacked = _stacked_blocks(x, y, rows, num_blocks)
+        shapes = jax.eval_shape(block_fn, *(part[0] for part in stacked))
         zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
         remat = jax.checkpoint(block_fn)
 
