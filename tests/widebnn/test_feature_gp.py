@@ -248,6 +248,22 @@ def test_fit_hyperparameters_on_features_increases_the_likelihood(data):
     np.testing.assert_allclose(history[-1], expected, rtol=1e-10)
 
 
+def test_float32_features_are_accumulated_in_float64(data, random_fmap):
+    x_train, y, x_test = data
+    post = gp.feature_posterior(
+        random_fmap,
+        x_train.astype(jnp.float32),
+        y.astype(jnp.float32),
+        noise_var=NOISE_VAR,
+        progress=False,
+    )
+    assert post.statistics.gram.dtype == jnp.float64
+    gram, _, _ = _one_pass_statistics(random_fmap, x_train.astype(jnp.float32), y)
+    np.testing.assert_allclose(post.statistics.gram, gram, rtol=1e-6)
+    mean, var = post.predict(x_test.astype(jnp.float32), progress=False)
+    assert mean.dtype == var.dtype == jnp.float64
+
+
 class UnhashableMap:
     """A feature map that defines ``__eq__`` and so is not hashable."""
 
