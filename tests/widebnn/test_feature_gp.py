@@ -264,6 +264,24 @@ def test_float32_features_are_accumulated_in_float64(data, random_fmap):
     assert mean.dtype == var.dtype == jnp.float64
 
 
+def test_jitter_is_reported(data):
+    # Rank-4 features of scale 1e10 with m = 8 > N = 4: B = Phi^T Phi + d I has
+    # eigenvalues 1e-3 next to 1e20, below rounding, so the factorisation needs
+    # the jitter ladder; the jitter joins d and a RuntimeWarning says so.
+    table = 1e10 * jax.random.normal(jax.random.key(5), (4, 8))
+
+    def fmap(index, *, mask=None, get=("nngp",)):
+        return tuple(table[index[:, 0].astype(jnp.int32)] for _ in get)
+
+    index = jnp.arange(4, dtype=jnp.float64)[:, None]
+    with pytest.warns(RuntimeWarning, match="jitter"):
+        post = gp.feature_posterior(
+            fmap, index, jnp.ones((4, 1)), noise_var=1e-3, progress=False
+        )
+    assert float(post.jitter) > 0
+    np.testing.assert_allclose(post.added_diagonal, 1e-3 + post.jitter)
+
+
 class UnhashableMap:
     """A feature map that defines ``__eq__`` and so is not hashable."""
 
