@@ -13,7 +13,9 @@ import optax
 from jax.typing import ArrayLike
 from tqdm.auto import tqdm
 
-from . import _gp_core, _linalg
+from widebnn import kernels
+
+from . import _feature_blocks, _feature_gp, _gp_core, _linalg
 from ._linalg import DEFAULT_JITTER_LADDER
 
 
@@ -61,6 +63,40 @@ def _check_params(params0) -> dict[str, float]:
     return out
 
 
+_FEATURE_SETTINGS = ("key", "dim", "block_size")
+
+
+def _check_features(features, architecture_fn, params0):
+    """``(key, dim, block_size)`` from the ``features`` dict, or ``None``; builds
+    the feature map once at ``params0`` so a bad key, dim or network is reported
+    before the fit starts."""
+    if features is None:
+        return None
+    if not isinstance(features, Mapping):
+        raise TypeError(
+            "features must be None or a dict {'key': PRNG key, 'dim': int}, got "
+            f"{features!r}."
+        )
+    unknown = sorted(set(features) - set(_FEATURE_SETTINGS))
+    missing = [k for k in ("key", "dim") if k not in features]
+    if unknown or missing:
+        raise ValueError(
+            f"features must have the keys 'key' and 'dim' (and optionally "
+            f"'block_size'); unknown {unknown}, missing {missing}."
+        )
+    block_size = _feature_blocks.check_block_size(
+        features.get("block_size", _feature_blocks.DEFAULT_BLOCK_SIZE)
+    )
+    layer = architecture_fn(dict(params0))
+    if not isinstance(layer, kernels.Layer):
+        raise TypeError(
+            "features= needs architecture_fn to return a widebnn.kernels Layer (its "
+            f"feature map is built), got {type(layer).__name__}."
+        )
+    fmap = kernels.feature_map(layer, features["key"], features["dim"])
+    return features["key"], fmap.dim, block_size
+
+
 def fit_hyperparameters(
     architecture_fn: Callable[[dict[str, jax.Array]], Any],
     params0: Mapping[str, float],
@@ -72,6 +108,7 @@ def fit_hyperparameters(
     get: str = "nngp",
     diag_reg: float = 0.0,
     jitter_ladder: tuple[float, ...] = DEFAULT_JITTER_LADDER,
+    features: Mapping[str, Any] | None = None,
     progress: bool = True,
 ) -> FitResult:
     r"""Maximises the log marginal likelihood over positive hyperparameters.
@@ -101,6 +138,14 @@ def fit_hyperparameters(
         get: static; ``"nngp"`` or ``"ntkgp"`` (the prior covariance).
         diag_reg: relative regulariser ``>= 0`` added to the noise.
         jitter_ladder: static; see :func:`widebnn.gp.posterior`.
+        features: ``None`` (the exact kernel), or ``{"key": PRNG key, "dim": int}``
+            with an optional ``"block_size"``: the objective becomes
+            :func:`widebnn.gp.feature_log_marginal_likelihood` of
+            ``kernels.feature_map(architecture_fn(params), key, dim)``, the
+            ``O(N m^2 + m^3)`` evidence of the random-feature GP. The key stays
+            fixed, so the gradient flows through the features to the network
+            hyperparameters; ``architecture_fn`` must return a ``Layer`` with a
+            feature map, and ``noise_var + diag_reg`` must stay positive.
         progress: show a progress bar.
 
     Returns:
@@ -139,9 +184,23 @@ def fit_hyperparameters(
     if optimizer is None:
         optimizer = optax.adam(0.05)
     name = "ntk" if get == "ntkgp" else "nngp"
+    feature_settings = _check_features(features, architecture_fn, params0)
 
     def log_likelihood(log_params, x, y):
         params = {k: jnp.exp(v) for k, v in log_params.items()}
+        if feature_settings is not None:
+            key, dim, block_size = feature_settings
+            fmap = kernels.feature_map(architecture_fn(params), key, dim)
+            return _feature_gp.feature_log_marginal_likelihood(
+                fmap,
+                x,
+                y,
+                noise_var=params["noise_var"],
+                get=get,
+                diag_reg=diag_reg,
+                block_size=block_size,
+                jitter_ladder=jitter_ladder,
+            )
         fn = _gp_core.as_kernel_fn(architecture_fn(params))
         k_train = _gp_core.evaluate(fn, x, None, (name,), "architecture kernel")[name]
         lml, _ = _gp_core.lml_from_kernel(

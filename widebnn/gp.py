@@ -6,6 +6,9 @@ r"""Exact Gaussian-process inference with the kernels of infinitely wide network
 * :func:`gradient_descent_mse_ensemble`: the same ensemble at any training time
   ``t`` (vectorised over times), and :func:`max_learning_rate`.
 * :func:`log_marginal_likelihood` and :func:`fit_hyperparameters` (``optax``).
+* :func:`feature_posterior` and :func:`feature_log_marginal_likelihood`: the same
+  on random features of the network (:func:`widebnn.kernels.feature_map`), by
+  Woodbury in ``O(N m^2 + m^3)``, accumulated over row blocks and devices.
 
 Conventions (those of Neural Tangents, so that numbers transfer): targets are
 ``(N, out)`` and all outputs share one ``(N, N)`` kernel; ``diag_reg`` is relative,
@@ -26,6 +29,12 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _gp_core, _linalg
+from ._feature_gp import (
+    FeaturePosterior as FeaturePosterior,
+    FeatureStatistics as FeatureStatistics,
+    feature_log_marginal_likelihood as feature_log_marginal_likelihood,
+    feature_posterior as feature_posterior,
+)
 from ._gp_core import Prediction as Prediction
 from ._hyperparameters import (
     FitResult as FitResult,
