@@ -83,3 +83,39 @@ def test_pooling_features_are_exact(layer, spatial, masked):
     nngp, _ = assert_exact(net, _inputs(spatial), mask, diagonal_spatial=diagonal)
     if layer.name in ("GlobalAvgPool", "GlobalSumPool", "Flatten"):
         assert nngp.ndim == 2  # no spatial axes left: (N, m)
+
+
+@pytest.mark.parametrize(
+    ("axis", "spatial", "masked"),
+    [
+        (-1, (), False),
+        (-1, (6,), True),
+        ((1, 2), (6,), True),
+        pytest.param((1, 2, 3), (4, 3), True, marks=pytest.mark.slow),
+        pytest.param((2, 3), (4, 3), False, marks=pytest.mark.slow),
+    ],
+)
+def test_layer_norm_features_are_exact(axis, spatial, masked):
+    net = kernels.serial(kernels.Dense(3, 1.2, 0.3), kernels.LayerNorm(axis, eps=0.1))
+    mask = _mask(spatial) if masked else None
+    assert_exact(net, _inputs(spatial), mask)
+
+
+def test_layer_norm_normalises_random_features_by_their_own_norms():
+    # After a random layer the rule divides by the features' own norms: the output
+    # Gram matrix is the input one with unit diagonal (eps = 0), exactly.
+    body = kernels.serial(kernels.Dense(3, 1.2, 0.3), kernels.Relu(), kernels.Dense(2))
+    net = kernels.serial(body, kernels.LayerNorm(eps=0.0))
+    x, key = _inputs(()), jax.random.key(4)
+    nngp, ntk = kernels.feature_map(net, key, 16)(x)
+    before_nngp, before_ntk = kernels.feature_map(body, jax.random.split(key)[0], 16)(x)
+    norms = jnp.linalg.norm(before_nngp, axis=-1)
+    scale = norms[:, None] * norms[None, :]
+    np.testing.assert_allclose(nngp @ nngp.T, before_nngp @ before_nngp.T / scale)
+    np.testing.assert_allclose(ntk @ ntk.T, before_ntk @ before_ntk.T / scale)
+
+
+def test_layer_norm_features_need_gaussian_inputs():
+    net = kernels.serial(kernels.Dense(3), kernels.Relu(), kernels.LayerNorm())
+    with pytest.raises(ValueError, match="LayerNorm needs centred Gaussian"):
+        kernels.feature_map(net, jax.random.key(0), 8)(_inputs(()))
