@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import assert_within_stderr
 
 from widebnn import kernels
 
@@ -119,3 +120,149 @@ def test_layer_norm_features_need_gaussian_inputs():
     net = kernels.serial(kernels.Dense(3), kernels.Relu(), kernels.LayerNorm())
     with pytest.raises(ValueError, match="LayerNorm needs centred Gaussian"):
         kernels.feature_map(net, jax.random.key(0), 8)(_inputs(()))
+
+
+def _dense():
+    return kernels.Dense(3, 1.2, 0.3)
+
+
+def _combinator_cases():
+    residual = kernels.serial(
+        _dense(),
+        kernels.FanOut(2),
+        kernels.parallel(kernels.Dense(3, 0.9, 0.1), kernels.Identity()),
+        kernels.FanInSum(),
+        kernels.Dense(2, 0.7, 0.1),
+    )
+    cases = {
+        "residual": residual,
+        "FanInSum_3": kernels.serial(
+            kernels.FanOut(3),
+            kernels.parallel(_dense(), _dense(), kernels.Dense(3, 0.5)),
+            kernels.FanInSum(),
+        ),
+        "FanInConcat_channels": kernels.serial(
+            kernels.FanOut(3),
+            kernels.parallel(_dense(), kernels.Dense(5, 0.8), kernels.Identity()),
+            kernels.FanInConcat(),
+            kernels.Dense(2),
+        ),
+        "FanInConcat_positions": kernels.serial(
+            kernels.FanOut(2),
+            kernels.parallel(_dense(), kernels.Dense(5, 0.8)),
+            kernels.FanInConcat(axis=1),
+            kernels.Dense(2),
+        ),
+        "repeat": kernels.serial(
+            _dense(), kernels.repeat(kernels.Dense(3, 0.9, 0.2), 3)
+        ),
+        "Identity": kernels.serial(_dense(), kernels.Identity()),
+        "Dropout_test": kernels.serial(_dense(), kernels.Dropout(0.5, "test")),
+        "Index": kernels.serial(_dense(), kernels.Index(kernels.Slice[:, 4:0:-2])),
+        "Index_integer": kernels.serial(_dense(), kernels.Index(2, axis=1)),
+        "Index_channels": kernels.serial(
+            _dense(), kernels.Index(slice(0, 2), axis=-1), kernels.Dense(2, 1.0, 0.1)
+        ),
+        "ImageResize_linear": kernels.serial(_dense(), kernels.ImageResize((9,))),
+        "ImageResize_nearest": kernels.serial(
+            _dense(), kernels.ImageResize((4,), "nearest")
+        ),
+    }
+    return [pytest.param(net, id=name) for name, net in cases.items()]
+
+
+@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("net", _combinator_cases())
+def test_structural_features_are_exact(net, masked):
+    assert_exact(net, _inputs(), _mask() if masked else None)
+
+
+@pytest.mark.parametrize("is_lhs", [False, True])
+def test_dot_general_features_are_exact(is_lhs):
+    fixed = jax.random.normal(jax.random.key(2), (4, 6))
+    if is_lhs:  # (4, 6) x (N, 6, C) contracted over the positions: (N, 4, C)
+        layer = kernels.DotGeneral(
+            lhs=fixed, dimension_numbers=(((1,), (1,)), ((), ()))
+        )
+    else:  # (N, 6, C) x (4, 6)^T: the same map written from the right
+        layer = kernels.DotGeneral(fixed.T, dimension_numbers=(((1,), (0,)), ((), ())))
+    nngp, _ = assert_exact(kernels.serial(_dense(), layer), _inputs())
+    assert nngp.shape[:2] == (3, 4)
+
+
+def test_dot_general_features_refuse_masks():
+    layer = kernels.DotGeneral(jnp.ones((6, 2)), (((1,), (0,)), ((), ())))
+    fmap = kernels.feature_map(kernels.serial(_dense(), layer), jax.random.key(0), 4)
+    with pytest.raises(ValueError, match="DotGeneral does not support masks"):
+        fmap(_inputs(), mask=_mask())
+
+
+def test_concat_positions_needs_gaussian_branches():
+    net = kernels.serial(
+        _dense(),
+        kernels.FanOut(2),
+        kernels.parallel(kernels.Relu(), kernels.Relu()),
+        kernels.FanInConcat(axis=1),
+    )
+    with pytest.raises(ValueError, match="needs Gaussian branches"):
+        kernels.feature_map(net, jax.random.key(0), 4)(_inputs())
+
+
+def _gram_moments(net, x, num_keys, dim, mask=None):
+    """Means and standard errors of the feature Gram matrices over independent keys."""
+
+    def grams(key):
+        nngp, ntk = kernels.feature_map(net, key, dim)(x, mask=mask)
+        return position_gram(nngp), position_gram(ntk)
+
+    keys = jax.random.split(jax.random.key(11), num_keys)
+    out = []
+    for sample in jax.lax.map(grams, keys):
+        sample = np.asarray(sample)
+        out.append((sample.mean(0), sample.std(0, ddof=1) / np.sqrt(num_keys)))
+    return out
+
+
+def assert_unbiased(net, x, mask=None, num_keys=64, dim=16, **kwargs):
+    """The mean feature Gram matrices over ``num_keys`` keys match the exact kernels
+    within their standard errors (1e-4 family-wise false-alarm rate)."""
+    moments = _gram_moments(net, x, num_keys, dim, mask)
+    expected = net.kernel(x, mask1=mask, **kwargs)
+    for (mean, stderr), exact, name in zip(
+        moments, expected, ("nngp", "ntk"), strict=True
+    ):
+        assert_within_stderr(mean, stderr, exact, dof=num_keys - 1, name=name)
+
+
+@pytest.mark.parametrize("n_branches", [2, pytest.param(3, marks=pytest.mark.slow)])
+def test_fan_in_prod_features_are_unbiased(n_branches):
+    # Exact branch features, one sketch: E[Gram] is exactly the product kernel.
+    branches = [kernels.Dense(3, 1.0 + 0.2 * i, 0.4) for i in range(n_branches)]
+    net = kernels.serial(
+        kernels.FanOut(n_branches), kernels.parallel(*branches), kernels.FanInProd()
+    )
+    x, dim = _inputs(()), 4  # dim = the branches' widths: one Hadamard block
+    fmap = kernels.feature_map(net, jax.random.key(0), dim)
+    nngp, ntk = jax.eval_shape(fmap, x)
+    assert nngp.shape == (3, dim) and ntk.shape == (3, dim * n_branches)
+    assert_unbiased(net, x, dim=dim)
+
+
+@pytest.mark.parametrize(
+    ("layer", "name"),
+    [
+        (kernels.Dropout(0.5), "Dropout"),
+        (kernels.Aggregate(), "Aggregate"),
+        (kernels.GlobalSelfAttention(4, 4, 4, 2), "GlobalSelfAttention"),
+    ],
+)
+def test_layers_without_features_are_refused_inside_combinators(layer, name):
+    # The refusal comes when the map is built, from deep inside the network.
+    net = kernels.serial(
+        _dense(),
+        kernels.FanOut(2),
+        kernels.parallel(kernels.Identity(), kernels.repeat(layer, 2)),
+        kernels.FanInSum(),
+    )
+    with pytest.raises(NotImplementedError, match=f"{name} has no feature map"):
+        kernels.feature_map(net, jax.random.key(0), 4)
