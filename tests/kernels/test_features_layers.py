@@ -7,11 +7,15 @@ one random layer are unbiased: the average Gram matrix over independent keys is
 compared with the exact kernel within its standard error.
 """
 
+import dataclasses
+from collections.abc import Callable
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from _helpers import assert_within_stderr
+from layer_cases import ACTIVATIONS, MASKED_LAYERS
 
 from widebnn import kernels
 
@@ -266,3 +270,188 @@ def test_layers_without_features_are_refused_inside_combinators(layer, name):
     )
     with pytest.raises(NotImplementedError, match=f"{name} has no feature map"):
         kernels.feature_map(net, jax.random.key(0), 4)
+
+
+# --- The contract over every layer -------------------------------------------------
+#
+# Every layer either has a feature map whose Gram matrices are the exact kernels
+# (exactly for a deterministic map; in expectation over keys when the network has
+# one random layer), or is refused by name when the map is built.
+
+_CONV_NAMES = ("Conv", "ConvLocal", "ConvTranspose")
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCase:
+    """A network under the feature contract.
+
+    Attributes:
+        make: builds the network (inputs ``(3, *spatial, 2)``).
+        spatial: spatial shape of the inputs.
+        masked: run with the padding mask of :func:`_mask`.
+        refused_by: the layer the map must be refused for, or ``None``.
+        may_refuse: layers whose feature rule may be missing (another branch adds
+            it); a network refused for one of them passes, any other must map.
+        diagonal_spatial: evaluate the kernel in diagonal layout (``Flatten``).
+    """
+
+    make: Callable[[], kernels.Layer]
+    spatial: tuple[int, ...] = (6,)
+    masked: bool = False
+    refused_by: str | None = None
+    may_refuse: tuple[str, ...] = ()
+    diagonal_spatial: bool = False
+
+
+def _on_dense(*layers, std=1.2):
+    return lambda: kernels.serial(kernels.Dense(3, std, 0.3), *layers)
+
+
+def _elementwise_square():
+    return kernels.Elementwise(lambda x: x**2, lambda c, q1, q2: 2 * c**2 + q1 * q2)
+
+
+# One case per public layer constructor (the activations come from ACTIVATIONS).
+CONSTRUCTOR_CASES = {
+    "Dense": FeatureCase(_on_dense(kernels.Dense(2, 0.8, 0.1)), spatial=()),
+    "serial_Relu": FeatureCase(
+        _on_dense(kernels.Relu(), kernels.Dense(2, 0.8, 0.1)), spatial=()
+    ),
+    "Elementwise": FeatureCase(_on_dense(_elementwise_square()), spatial=()),
+    "Elementwise_kernel_only": FeatureCase(
+        _on_dense(kernels.Elementwise(nngp_fn=lambda c, q1, q2: 2 * c**2 + q1 * q2)),
+        refused_by="Elementwise",
+    ),
+    "AvgPool": FeatureCase(_on_dense(kernels.AvgPool((3,), (1,), "SAME")), masked=True),
+    "SumPool": FeatureCase(_on_dense(kernels.SumPool((2,), (2,))), masked=True),
+    "GlobalAvgPool": FeatureCase(_on_dense(kernels.GlobalAvgPool()), masked=True),
+    "GlobalSumPool": FeatureCase(_on_dense(kernels.GlobalSumPool()), masked=True),
+    "Flatten": FeatureCase(
+        _on_dense(kernels.Flatten()), masked=True, diagonal_spatial=True
+    ),
+    "LayerNorm": FeatureCase(_on_dense(kernels.LayerNorm((1, 2))), masked=True),
+    "Index": FeatureCase(_on_dense(kernels.Index(slice(1, 5), axis=1)), masked=True),
+    "DotGeneral": FeatureCase(
+        _on_dense(kernels.DotGeneral(jnp.ones((6, 2)), (((1,), (0,)), ((), ()))))
+    ),
+    "ImageResize": FeatureCase(_on_dense(kernels.ImageResize((8,))), masked=True),
+    "Dropout_test": FeatureCase(_on_dense(kernels.Dropout(0.7, "test"))),
+    "Dropout_train": FeatureCase(_on_dense(kernels.Dropout(0.7)), refused_by="Dropout"),
+    "Aggregate": FeatureCase(_on_dense(kernels.Aggregate()), refused_by="Aggregate"),
+    "GlobalSelfAttention": FeatureCase(
+        _on_dense(kernels.GlobalSelfAttention(4, 4, 4, 2)),
+        refused_by="GlobalSelfAttention",
+    ),
+    "Conv": FeatureCase(
+        _on_dense(kernels.Conv(2, (3,), padding="SAME")), may_refuse=_CONV_NAMES
+    ),
+    "ConvLocal": FeatureCase(
+        _on_dense(kernels.ConvLocal(2, (2,), padding="VALID")), may_refuse=_CONV_NAMES
+    ),
+    "ConvTranspose": FeatureCase(
+        _on_dense(kernels.ConvTranspose(2, (2,), (2,))), may_refuse=_CONV_NAMES
+    ),
+    "residual": FeatureCase(
+        _on_dense(
+            kernels.FanOut(2),
+            kernels.parallel(kernels.Dense(3, 0.9, 0.1), kernels.Identity()),
+            kernels.FanInSum(),
+        ),
+        masked=True,
+    ),
+    "FanInConcat": FeatureCase(
+        _on_dense(
+            kernels.FanOut(2),
+            kernels.parallel(kernels.Dense(3, 0.9, 0.1), kernels.Identity()),
+            kernels.FanInConcat(),
+        ),
+        masked=True,
+    ),
+    "FanInProd": FeatureCase(
+        _on_dense(
+            kernels.FanOut(2),
+            kernels.parallel(kernels.Dense(3, 0.9, 0.1), kernels.Identity()),
+            kernels.FanInProd(),
+        ),
+        spatial=(),
+    ),
+    "repeat": FeatureCase(_on_dense(kernels.repeat(kernels.Dense(3, 0.9, 0.2), 2))),
+}
+
+
+def _masked_layer_cases():
+    """The mask-aware networks of ``layer_cases.MASKED_LAYERS``, with masks."""
+    cases = {}
+    for name, case in MASKED_LAYERS.items():
+        refused_by = None
+        if "attention" in name.lower():
+            refused_by = "GlobalSelfAttention"
+        may_refuse = _CONV_NAMES if name.startswith("Conv") else ()
+        cases[f"masked_{name}"] = FeatureCase(
+            case.make, case.spatial, True, refused_by, may_refuse
+        )
+    return cases
+
+
+def _activation_cases():
+    """Every activation of ``layer_cases.ACTIVATIONS`` between two ``Dense``."""
+    cases = {}
+    for name, case in ACTIVATIONS.items():
+        make = _on_dense(case.make(), kernels.Dense(2, 0.9, 0.1), std=case.input_std)
+        refused_by = None if case.has_finite else case.make().name
+        cases[f"activation_{name}"] = FeatureCase(make, (), refused_by=refused_by)
+    return cases
+
+
+ALL_CASES = {**CONSTRUCTOR_CASES, **_masked_layer_cases(), **_activation_cases()}
+# Deterministic maps and refusals are fast (but for one 2-D full-layout case); the
+# fast tier keeps one Monte Carlo case without and one with spatial axes and masks.
+_FAST_RANDOM = {"serial_Relu", "masked_GlobalAvgPool"}
+_SLOW_DETERMINISTIC = {"masked_SumPool2d"}
+_RANDOM = {"serial_Relu", "Elementwise", "FanInProd"} | {
+    name
+    for name in ALL_CASES
+    if name.startswith("activation_")
+    or name in {"masked_Dense_Relu", "masked_GlobalAvgPool", "masked_GlobalSumPool"}
+    or name == "masked_Index_positions"
+}
+
+
+def _case_params():
+    params = []
+    for name in ALL_CASES:
+        slow = name in _SLOW_DETERMINISTIC or (
+            name in _RANDOM and name not in _FAST_RANDOM
+        )
+        marks = [pytest.mark.slow] if slow else []
+        params.append(pytest.param(name, id=name, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("name", _case_params())
+def test_feature_contract(name):
+    case = ALL_CASES[name]
+    net = case.make()
+    x = _inputs(case.spatial)
+    mask = _mask(case.spatial) if case.masked else None
+    try:
+        fmap = kernels.feature_map(net, jax.random.key(0), 16)
+    except NotImplementedError as error:
+        refused = str(error).split(" has no feature map")[0]
+        allowed = (case.refused_by, *case.may_refuse)
+        assert refused in allowed, f"{name}: refused for {refused}: {error}"
+        return
+    assert case.refused_by is None, f"{name}: {case.refused_by} was not refused"
+    first = fmap(x, mask=mask)
+    second = kernels.feature_map(net, jax.random.key(1), 16)(x, mask=mask)
+    deterministic = all(
+        np.array_equal(a, b) for a, b in zip(first, second, strict=True)
+    )
+    kwargs = {"diagonal_spatial": case.diagonal_spatial}
+    if deterministic:
+        expected = net.kernel(x, mask1=mask, **kwargs)
+        for features, exact in zip(first, expected, strict=True):
+            np.testing.assert_allclose(position_gram(features), exact, **EXACT)
+    else:
+        assert name in _RANDOM, f"{name}: random features; list it in _RANDOM"
+        assert_unbiased(net, x, mask, **kwargs)
