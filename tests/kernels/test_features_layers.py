@@ -455,3 +455,93 @@ def test_feature_contract(name):
     else:
         assert name in _RANDOM, f"{name}: random features; list it in _RANDOM"
         assert_unbiased(net, x, mask, **kwargs)
+
+
+# --- Networks ------------------------------------------------------------------------
+# ``Dense`` on inputs ``(N, *S, C)`` acts on each position with shared weights (a
+# 1x1 convolution), which is the convolutional part of these small networks.
+
+
+def _cnn(readout):
+    return kernels.serial(
+        kernels.Dense(4, 1.3, 0.2),
+        kernels.Relu(),
+        kernels.Dense(4, 1.1, 0.1),
+        readout,
+        kernels.Dense(1, 0.9, 0.05),
+    )
+
+
+@pytest.mark.parametrize(
+    ("readout", "diagonal"),
+    [
+        pytest.param(kernels.GlobalAvgPool(), False, id="GlobalAvgPool"),
+        pytest.param(kernels.Flatten(), True, id="Flatten", marks=pytest.mark.slow),
+        pytest.param(
+            kernels.GlobalSumPool(), False, id="GlobalSumPool", marks=pytest.mark.slow
+        ),
+    ],
+)
+def test_cnn_features_are_unbiased(readout, diagonal):
+    net = _cnn(readout)
+    x = _inputs((3, 2))
+    nngp, ntk = jax.eval_shape(kernels.feature_map(net, jax.random.key(0), 16), x)
+    assert nngp.ndim == ntk.ndim == 2  # (N, m): no spatial axes left
+    assert_unbiased(net, x, diagonal_spatial=diagonal)
+
+
+@pytest.mark.slow
+def test_residual_network_features_are_unbiased():
+    block = kernels.serial(kernels.Relu(), kernels.Dense(3, 1.1, 0.1))
+    net = kernels.serial(
+        kernels.Dense(3, 1.2, 0.3),
+        kernels.FanOut(2),
+        kernels.parallel(block, kernels.Identity()),
+        kernels.FanInSum(),
+        kernels.GlobalAvgPool(),
+    )
+    assert_unbiased(net, _inputs(), _mask())
+
+
+@pytest.mark.parametrize(
+    "readout",
+    [
+        pytest.param(kernels.GlobalAvgPool(), id="GlobalAvgPool"),
+        pytest.param(
+            kernels.GlobalSumPool(), id="GlobalSumPool", marks=pytest.mark.slow
+        ),
+    ],
+)
+def test_padding_does_not_change_pooled_features(readout):
+    # Appending padded positions (with arbitrary values) leaves the features of a
+    # network ending in a masked global pool unchanged, for the same key.
+    net = kernels.serial(
+        kernels.Dense(4, 1.3, 0.2),
+        kernels.Relu(),
+        kernels.Dense(4, 1.1, 0.1),
+        kernels.LayerNorm(axis=(1, 2)),
+        readout,
+    )
+    x, mask = _inputs(), _mask()
+    junk = 5.0 * jax.random.normal(jax.random.key(9), (3, 4, 2))
+    padded_x = jnp.concatenate([x, junk], axis=1)
+    padded_mask = jnp.concatenate([mask, jnp.ones((3, 4), bool)], axis=1)
+    fmap = kernels.feature_map(net, jax.random.key(0), 16)
+    for short, long in zip(
+        fmap(x, mask=mask), fmap(padded_x, mask=padded_mask), strict=True
+    ):
+        np.testing.assert_allclose(long, short, rtol=1e-12, atol=1e-12)
+
+
+def test_per_position_features_estimate_the_full_layout_kernel():
+    # Output with spatial axes: features (N, *S, m), one row per position; their
+    # inner products over every pair of positions estimate the (N, N, S1, S1', S2,
+    # S2') kernel.
+    net = kernels.serial(
+        kernels.Dense(3, 1.2, 0.3), kernels.Relu(), kernels.Dense(2, 0.9, 0.1)
+    )
+    x = _inputs((3, 2))
+    nngp, ntk = jax.eval_shape(kernels.feature_map(net, jax.random.key(0), 16), x)
+    assert nngp.shape == (3, 3, 2, 17) and ntk.shape == (3, 3, 2, 33)
+    assert net.kernel(x, get="nngp").shape == (3, 3, 3, 3, 2, 2)
+    assert_unbiased(net, x)
