@@ -352,6 +352,10 @@ def FanInProd() -> Layer:
     Infinite width, for independent branches: :math:`K = \prod_i K_i` and, by the
     product rule, :math:`\Theta = \sum_i \Theta_i \prod_{j\ne i} K_j`. The output is
     not Gaussian (unless there is one branch).
+
+    Feature map: TensorSRHT sketches (Ahle et al. 2020) of the tensor products of
+    the branches' features, ``dim`` columns per product; unbiased given the
+    branches' features.
     """
 
     def init(key, input_shape):

@@ -74,8 +74,8 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
     nonlinearity). ``"test"`` mode leaves the kernel unchanged. As in Neural
     Tangents 0.6.5, dropout directly on the inputs is not refused.
 
-    Feature map: the identity in ``"test"`` mode; none in ``"train"`` mode
-    (:func:`~widebnn.kernels.feature_map` refuses it).
+    Feature map: the identity in ``"test"`` mode (and for ``rate=1``); none in
+    ``"train"`` mode (:func:`~widebnn.kernels.feature_map` refuses it).
 
     Args:
         rate: static; keep probability in ``(0, 1]`` (``1`` keeps everything).
@@ -133,7 +133,7 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
     # forward pass (the batch diagonal when x2 is x1): no map of single inputs
     # gives that.
     feature_fn = _unchanged_features
-    if train:
+    if train and rate < 1:
         feature_fn = Unsupported(
             "Dropout",
             "in 'train' mode its kernel changes only on the batch diagonal of one "

@@ -3,7 +3,8 @@ r"""Fixed linear maps of the activations: static indexing and ``dot_general``.
 Neither layer has parameters; both act on the spatial (or channel) axes of
 ``(N, *S, C)`` activations with a fixed linear map ``L``, so the covariance of the
 outputs is ``L`` applied on both sides of each position pair,
-:math:`K' = L K L^\top`.
+:math:`K' = L K L^\top`, and the per-position features are mapped by ``L`` as the
+activations are (exact).
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 ``Flatten`` only needs equal-position covariances (it lets convolutional networks
 run in the cheap diagonal layout); global and windowed pooling need every pair of
 positions.
+
+Their feature rules are exact: pooling sums (or averages) the per-position features
+over each window or over all positions, and ``Flatten`` concatenates them, scaled by
+``1/sqrt(|S|)``.
 """
 
 from __future__ import annotations

@@ -336,6 +336,7 @@ CONSTRUCTOR_CASES = {
     ),
     "ImageResize": FeatureCase(_on_dense(kernels.ImageResize((8,))), masked=True),
     "Dropout_test": FeatureCase(_on_dense(kernels.Dropout(0.7, "test"))),
+    "Dropout_keep_all": FeatureCase(_on_dense(kernels.Dropout(1.0))),
     "Dropout_train": FeatureCase(_on_dense(kernels.Dropout(0.7)), refused_by="Dropout"),
     "Aggregate": FeatureCase(_on_dense(kernels.Aggregate()), refused_by="Aggregate"),
     "GlobalSelfAttention": FeatureCase(
