@@ -547,3 +547,31 @@ def test_per_position_features_estimate_the_full_layout_kernel():
     assert nngp.shape == (3, 3, 2, 17) and ntk.shape == (3, 3, 2, 33)
     assert net.kernel(x, get="nngp").shape == (3, 3, 3, 3, 2, 2)
     assert_unbiased(net, x)
+
+
+def _mixed_network():
+    return kernels.serial(
+        kernels.Dense(3, 1.2, 0.3),
+        kernels.FanOut(2),
+        kernels.parallel(
+            kernels.AvgPool((3,), (1,), "SAME"), kernels.Dense(2, 0.9, 0.1)
+        ),
+        kernels.FanInConcat(),
+        kernels.Dense(3, 1.1, 0.2),
+        kernels.LayerNorm(),
+        kernels.ImageResize((8,)),
+        kernels.Relu(),
+        kernels.Dense(2, 1.0, 0.1),
+        kernels.GlobalAvgPool(),
+    )
+
+
+def test_structural_features_keep_float32_and_jit():
+    fmap = kernels.feature_map(_mixed_network(), jax.random.key(0), 8)
+    x, mask = _inputs().astype(jnp.float32), _mask()
+    eager = fmap(x, mask=mask)
+    jitted = jax.jit(lambda x, mask: fmap(x, mask=mask))(x, mask)
+    for e, j in zip(eager, jitted, strict=True):
+        assert e.dtype == j.dtype == jnp.float32 and e.ndim == 2
+        assert bool(jnp.all(jnp.isfinite(e)))
+        np.testing.assert_allclose(j, e, rtol=1e-5, atol=1e-6)
