@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import jax.numpy as jnp
 
+from ._feature_core import Unsupported
 from ._kernel import Kernel, Layer, stateless_init
 
 IMPLEMENTATIONS = ("DENSE",)
@@ -233,4 +234,15 @@ def Aggregate(
             cov2=None if k.cov2 is None else own(k.cov2, p2),
         ).zero_masked()
 
-    return Layer(stateless_init, apply, kernel_fn, _needs_full, name="Aggregate")
+    no_features = Unsupported(
+        "Aggregate",
+        "its graph pattern is given at call time, and feature maps take none",
+    )
+    return Layer(
+        stateless_init,
+        apply,
+        kernel_fn,
+        _needs_full,
+        name="Aggregate",
+        feature_fn=no_features,
+    )

@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import check_choice, check_positive_int, check_std
+from ._feature_core import Unsupported
 from ._kernel import Kernel, Layer
 
 MECHANISMS = ("softmax", "identity", "abs", "relu")
@@ -373,4 +374,14 @@ def GlobalSelfAttention(
             is_gaussian=True,
         ).zero_masked()
 
-    return Layer(init, apply, kernel_fn, _needs_full, name="GlobalSelfAttention")
+    no_features = Unsupported(
+        "GlobalSelfAttention", "no known cheap feature map of the attention kernel"
+    )
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        _needs_full,
+        name="GlobalSelfAttention",
+        feature_fn=no_features,
+    )

@@ -1,7 +1,9 @@
 """Combinators: composing layers in sequence, in parallel, and repeating them.
 
-Each combinator composes the three faces of its layers (``init``, ``apply``,
-``kernel_fn``) and their layout rules in lock-step.
+Each combinator composes the faces of its layers (``init``, ``apply``,
+``kernel_fn``, ``feature_fn``) and their layout rules in lock-step. Lists of
+features flow between ``FanOut``, ``parallel`` and the ``FanIn*`` layers as lists of
+kernels do.
 """
 
 from __future__ import annotations
@@ -10,6 +12,12 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import check_positive_int
+from ._fan_in_features import (
+    fan_in_branches,
+    fan_in_concat_features,
+    fan_in_prod_features,
+    fan_in_sum_features,
+)
 from ._feature_core import composite_rule, feature_rule, split_keys
 from ._kernel import Layer, stateless_init
 
@@ -178,7 +186,27 @@ def parallel(*layers: Layer) -> Layer:
             for layer, m, s in zip(layers, masks, shapes, strict=True)
         ]
 
-    return Layer(init, apply, kernel_fn, full_spatial_input, mask_fn, name="parallel")
+    def build_feature_fn():
+        rules = [feature_rule(layer) for layer in layers]
+
+        def feature_fn(f, key, spec):
+            fs = _per_branch(f, num, "parallel")
+            keys = split_keys(key, num)
+            return [
+                rule(fi, k, spec) for rule, fi, k in zip(rules, fs, keys, strict=True)
+            ]
+
+        return feature_fn
+
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        full_spatial_input,
+        mask_fn,
+        name="parallel",
+        feature_fn=composite_rule(layers, build_feature_fn),
+    )
 
 
 def FanOut(num: int) -> Layer:
@@ -208,7 +236,19 @@ def FanOut(num: int) -> Layer:
         del input_shape
         return [mask] * num
 
-    return Layer(init, apply, kernel_fn, full_spatial_input, mask_fn, name="FanOut")
+    def feature_fn(f, key, spec):
+        del key, spec
+        return [f] * num
+
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        full_spatial_input,
+        mask_fn,
+        name="FanOut",
+        feature_fn=feature_fn,
+    )
 
 
 def _combine_masks(masks):
@@ -292,7 +332,18 @@ def FanInSum() -> Layer:
             is_gaussian=all(k.is_gaussian for k in ks),
         ).zero_masked()
 
-    return Layer(init, apply, kernel_fn, mask_fn=_fan_in_mask, name="FanInSum")
+    def feature_fn(fs, key, spec):
+        del key, spec
+        return fan_in_sum_features(fs)
+
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        mask_fn=_fan_in_mask,
+        name="FanInSum",
+        feature_fn=feature_fn,
+    )
 
 
 def FanInProd() -> Layer:
@@ -301,6 +352,10 @@ def FanInProd() -> Layer:
     Infinite width, for independent branches: :math:`K = \prod_i K_i` and, by the
     product rule, :math:`\Theta = \sum_i \Theta_i \prod_{j\ne i} K_j`. The output is
     not Gaussian (unless there is one branch).
+
+    Feature map: TensorSRHT sketches (Ahle et al. 2020) of the tensor products of
+    the branches' features, ``dim`` columns per product; unbiased given the
+    branches' features.
     """
 
     def init(key, input_shape):
@@ -344,7 +399,17 @@ def FanInProd() -> Layer:
             is_gaussian=len(ks) == 1 and first.is_gaussian,
         ).zero_masked()
 
-    return Layer(init, apply, kernel_fn, mask_fn=_fan_in_mask, name="FanInProd")
+    def feature_fn(fs, key, spec):
+        return fan_in_prod_features(fs, key, spec.dim)
+
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        mask_fn=_fan_in_mask,
+        name="FanInProd",
+        feature_fn=feature_fn,
+    )
 
 
 def FanInConcat(axis: int = -1) -> Layer:
@@ -409,7 +474,20 @@ def FanInConcat(axis: int = -1) -> Layer:
         ]
         return jnp.concatenate(filled, axis=ax)
 
-    return Layer(init, apply, kernel_fn, full_spatial_input, mask_fn, "FanInConcat")
+    def feature_fn(fs, key, spec):
+        del key, spec
+        ndim = len(fan_in_branches(fs, "FanInConcat")[0].shape)
+        return fan_in_concat_features(fs, _axis(ndim))
+
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        full_spatial_input,
+        mask_fn,
+        "FanInConcat",
+        feature_fn=feature_fn,
+    )
 
 
 def _concat_channels(ks):
@@ -508,7 +586,13 @@ def Identity() -> Layer:
         del kwargs
         return k
 
-    return Layer(stateless_init, apply, kernel_fn, name="Identity")
+    def feature_fn(f, key, spec):
+        del key, spec
+        return f
+
+    return Layer(
+        stateless_init, apply, kernel_fn, name="Identity", feature_fn=feature_fn
+    )
 
 
 def repeat(layer: Layer, n: int) -> Layer:
@@ -589,4 +673,23 @@ def repeat(layer: Layer, n: int) -> Layer:
             input_shape = next_shape
         return mask
 
-    return Layer(init, apply, kernel_fn, full_spatial_input, mask_fn, "repeat")
+    def build_feature_fn():
+        rule = feature_rule(layer)
+
+        def feature_fn(f, key, spec):
+            # As serial(layer, ..., layer): one independent key per copy.
+            for copy_key in split_keys(key, n):
+                f = rule(f, copy_key, spec)
+            return f
+
+        return feature_fn
+
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        full_spatial_input,
+        mask_fn,
+        "repeat",
+        feature_fn=composite_rule((layer,), build_feature_fn),
+    )

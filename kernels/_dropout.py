@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_choice
+from ._feature_core import Unsupported
 from ._kernel import Kernel, Layer, stateless_init
 
 MODES = ("train", "test")
@@ -43,6 +44,12 @@ def _scale_where(cov, where, factor):
     return jnp.where(where, cov * factor, cov)
 
 
+def _unchanged_features(f, key, spec):
+    """The feature rule of ``"test"`` mode: the identity."""
+    del key, spec
+    return f
+
+
 def Dropout(rate: float, mode: str = "train") -> Layer:
     r"""Dropout as in Neural Tangents' ``stax.Dropout`` (``rate`` = keep probability).
 
@@ -66,6 +73,9 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
     The output is no longer Gaussian (an affine layer must follow before a
     nonlinearity). ``"test"`` mode leaves the kernel unchanged. As in Neural
     Tangents 0.6.5, dropout directly on the inputs is not refused.
+
+    Feature map: the identity in ``"test"`` mode (and for ``rate=1``); none in
+    ``"train"`` mode (:func:`~widebnn.kernels.feature_map` refuses it).
 
     Args:
         rate: static; keep probability in ``(0, 1]`` (``1`` keeps everything).
@@ -119,4 +129,16 @@ def Dropout(rate: float, mode: str = "train") -> Layer:
             ntk = _scale_where(ntk, where, factor)
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, is_gaussian=False)
 
-    return Layer(stateless_init, apply, kernel_fn, name="Dropout")
+    # In train mode the kernel changes only where an input meets itself in one
+    # forward pass (the batch diagonal when x2 is x1): no map of single inputs
+    # gives that.
+    feature_fn = _unchanged_features
+    if train and rate < 1:
+        feature_fn = Unsupported(
+            "Dropout",
+            "in 'train' mode its kernel changes only on the batch diagonal of one "
+            "batch, which no per-input feature map reproduces; use mode='test'",
+        )
+    return Layer(
+        stateless_init, apply, kernel_fn, name="Dropout", feature_fn=feature_fn
+    )

@@ -3,7 +3,8 @@ r"""Fixed linear maps of the activations: static indexing and ``dot_general``.
 Neither layer has parameters; both act on the spatial (or channel) axes of
 ``(N, *S, C)`` activations with a fixed linear map ``L``, so the covariance of the
 outputs is ``L`` applied on both sides of each position pair,
-:math:`K' = L K L^\top`.
+:math:`K' = L K L^\top`, and the per-position features are mapped by ``L`` as the
+activations are (exact).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._feature_core import Features, FeatureSpec
 from ._kernel import Kernel, Layer
 
 
@@ -229,7 +231,28 @@ def _index_axis(axis: int, idx) -> Layer:
             **changes,
         )
 
-    return Layer(init, apply, kernel_fn, mask_fn=mask_fn, name="Index")
+    def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
+        # Exact: index the features' positions as the activations'; indexing the
+        # channel axis keeps the kernel, so only the finite shape changes.
+        del key, spec
+        ax, positions, _ = resolve(f.shape)
+        shape = out_shape(f.shape)
+        if ax == len(f.shape) - 1:
+            return f.replace(shape=shape)
+
+        def index(values):
+            return None if values is None else take(values, positions, ax)
+
+        return f.replace(
+            nngp=index(f.nngp),
+            ntk=index(f.ntk),
+            mask=mask_fn(f.mask, f.shape),
+            shape=shape,
+        )
+
+    return Layer(
+        init, apply, kernel_fn, mask_fn=mask_fn, name="Index", feature_fn=feature_fn
+    )
 
 
 def DotGeneral(
@@ -401,4 +424,31 @@ def DotGeneral(
             raise ValueError("DotGeneral does not support masks (mask must be None).")
         return None
 
-    return Layer(init, apply, kernel_fn, _needs_full, mask_fn, name="DotGeneral")
+    def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
+        # Exact: the fixed map acts on the positions of the features as on those of
+        # the activations (the feature axis takes the channel axis's place).
+        del key, spec
+        if f.mask is not None:
+            raise ValueError("DotGeneral does not support masks (mask must be None).")
+        _, _, _, perm = plan(f.shape)
+
+        def mapped(values):
+            if values is None:
+                return None
+            fixed = array.astype(values.dtype)
+            lhs, rhs = (fixed, values) if is_lhs else (values, fixed)
+            return jnp.transpose(jax.lax.dot_general(lhs, rhs, dimension_numbers), perm)
+
+        return f.replace(
+            nngp=mapped(f.nngp), ntk=mapped(f.ntk), shape=out_shape(f.shape)
+        )
+
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        _needs_full,
+        mask_fn,
+        name="DotGeneral",
+        feature_fn=feature_fn,
+    )

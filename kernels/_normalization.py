@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 from ._checks import check_std
+from ._feature_core import Features, FeatureSpec
 from ._kernel import Kernel, Layer, pair_broadcast, stateless_init
 
 
@@ -34,6 +35,11 @@ def LayerNorm(axis=-1, eps: float = 1e-12) -> Layer:
     channel variance at position ``i`` is :math:`K_{ii}`): with :math:`v(x)` the mean
     of :math:`K_{ii}(x, x)` over the normalised spatial axes plus ``eps``,
     :math:`K'(x, x') = K(x, x')/\sqrt{v(x) v(x')}`, and the NTK likewise.
+
+    Feature map: the squared norm of a position's NNGP features is its variance, so
+    both kinds of features are divided by :math:`\sqrt{v(x)}` computed from them
+    (exact on exact features; after random layers a ratio estimate, consistent as
+    ``dim`` grows, with a bias of order ``1/dim``).
 
     Args:
         axis: static; axis or axes of ``(N, *S, C)`` to normalise over; must include
@@ -102,4 +108,32 @@ def LayerNorm(axis=-1, eps: float = 1e-12) -> Layer:
             cov2=cov2,
         )
 
-    return Layer(stateless_init, apply, kernel_fn, name="LayerNorm")
+    def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
+        # The squared norm of a position's NNGP features is the variance the kernel
+        # divides by (exactly, when the features are exact; a ratio estimate, with
+        # a bias of order 1/dim, after random features). Both kinds of features are
+        # divided by the square root of the normalised variance, as in the kernel.
+        del key, spec
+        if not f.is_gaussian:
+            raise ValueError(
+                "LayerNorm needs centred Gaussian inputs: put an affine layer (Dense, "
+                "Conv, attention) directly before it."
+            )
+        ndim = len(f.shape)
+        spatial_axes = tuple(a for a in _normalized_axes(axis, ndim) if a != ndim - 1)
+        var = jnp.sum(f.nngp**2, axis=-1)
+        if spatial_axes:
+            keep = jnp.ones(var.shape, var.dtype)
+            if f.mask is not None:
+                keep = (~f.mask).astype(var.dtype)
+            count = jnp.sum(keep, axis=spatial_axes, keepdims=True)
+            count = jnp.where(count > 0, count, 1.0)
+            mean = jnp.sum(var * keep, axis=spatial_axes, keepdims=True) / count
+            var = jnp.broadcast_to(mean, var.shape)
+        scale = (1.0 / jnp.sqrt(var + eps))[..., None]
+        ntk = None if f.ntk is None else f.ntk * scale
+        return f.replace(nngp=f.nngp * scale, ntk=ntk)
+
+    return Layer(
+        stateless_init, apply, kernel_fn, name="LayerNorm", feature_fn=feature_fn
+    )

@@ -3,6 +3,10 @@
 ``Flatten`` only needs equal-position covariances (it lets convolutional networks
 run in the cheap diagonal layout); global and windowed pooling need every pair of
 positions.
+
+Their feature rules are exact: pooling sums (or averages) the per-position features
+over each window or over all positions, and ``Flatten`` concatenates them, scaled by
+``1/sqrt(|S|)``.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 
 from ._checks import check_choice
+from ._feature_core import Features, FeatureSpec
 from ._geometry import (
     PADDINGS,
     as_tuple,
@@ -99,7 +104,41 @@ def _global_pool(average: bool, name: str) -> Layer:
         del mask, input_shape
         return None
 
-    return Layer(_global_pool_init, apply, kernel_fn, _needs_full, mask_fn, name)
+    def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
+        # Exact: sum (or average) the features over the positions; inner products
+        # of the sums are the sums of the position-pair covariances. Averages run
+        # over unpadded positions, as in the kernel.
+        del key, spec
+        _check_spatial(f.shape, name)
+        axes = tuple(range(1, 1 + f.n_spatial))
+        scale = None
+        if average:
+            keep = _keep(f.mask, f.shape).astype(f.nngp.dtype)
+            count = jnp.sum(keep, axis=tuple(range(1, keep.ndim)))
+            scale = (1.0 / jnp.where(count > 0, count, 1.0))[:, None]
+
+        def pooled(values):
+            if values is None:
+                return None
+            total = jnp.sum(values, axis=axes)
+            return total if scale is None else total * scale
+
+        return f.replace(
+            nngp=pooled(f.nngp),
+            ntk=pooled(f.ntk),
+            mask=None,
+            shape=(f.shape[0], f.shape[-1]),
+        )
+
+    return Layer(
+        _global_pool_init,
+        apply,
+        kernel_fn,
+        _needs_full,
+        mask_fn,
+        name,
+        feature_fn=feature_fn,
+    )
 
 
 def _global_pool_init(key, input_shape):
@@ -178,7 +217,37 @@ def Flatten() -> Layer:
         del mask, input_shape
         return None
 
-    return Layer(init, apply, kernel_fn, _needs_diagonal, mask_fn, "Flatten")
+    def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
+        # Exact: concatenate the positions' features, scaled by 1/sqrt(|S|), so the
+        # inner product is the mean of the equal-position inner products.
+        del key, spec
+        if f.n_spatial == 0:
+            return f
+        size = math.prod(f.shape[1:-1])
+
+        def flat(values):
+            if values is None:
+                return None
+            scale = 1.0 / math.sqrt(size)
+            return values.reshape(values.shape[0], -1) * scale
+
+        return f.replace(
+            nngp=flat(f.nngp),
+            ntk=flat(f.ntk),
+            mask=None,
+            shape=(f.shape[0], math.prod(f.shape[1:])),
+            is_gaussian=False,
+        )
+
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        _needs_diagonal,
+        mask_fn,
+        "Flatten",
+        feature_fn=feature_fn,
+    )
 
 
 def _pool(
@@ -266,7 +335,35 @@ def _pool(
     def mask_fn(mask, input_shape):
         return conv_mask(mask, geometry(input_shape), padding)
 
-    return Layer(init, apply, kernel_fn, _needs_full, mask_fn, name)
+    def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
+        # Exact: pooling has no weights, so the features of each window are summed
+        # and divided as the activations are (every pair of offsets then appears in
+        # the inner products, as in the kernel).
+        del key, spec
+        geo = geometry(f.shape)
+        w = weights(f.shape)
+
+        def pooled(values):
+            if values is None:
+                return None
+            for i, (axis_geo, wi) in enumerate(zip(geo, w, strict=True)):
+                values = window_sum(values, 1 + i, axis_geo, padding)
+                shape = [1] * values.ndim
+                shape[1 + i] = -1
+                values = values / wi.reshape(shape).astype(values.dtype)
+            return values
+
+        out_shape = (f.shape[0], *(g[2] for g in geo), f.shape[-1])
+        return f.replace(
+            nngp=pooled(f.nngp),
+            ntk=pooled(f.ntk),
+            mask=conv_mask(f.mask, geo, padding),
+            shape=out_shape,
+        ).zero_masked()
+
+    return Layer(
+        init, apply, kernel_fn, _needs_full, mask_fn, name, feature_fn=feature_fn
+    )
 
 
 def AvgPool(

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_choice
+from ._feature_core import Features, FeatureSpec
 from ._kernel import Kernel, Layer
 
 _METHODS = {"linear": "linear", "bilinear": "linear", "trilinear": "linear"}
@@ -192,6 +193,27 @@ def ImageResize(
     def full_spatial_input(needs_full_output):
         return needs_full_output or (linear and any(size != -1 for size in shape))
 
+    def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
+        # Exact: the features are resized as the activations.
+        del key, spec
+        mats = matrices(f.shape)
+
+        def resized(values):
+            return None if values is None else resize_values(values, mats, 1, 1)
+
+        return f.replace(
+            nngp=resized(f.nngp),
+            ntk=resized(f.ntk),
+            mask=out_mask(f.mask, f.shape),
+            shape=out_shape(f.shape),
+        ).zero_masked()
+
     return Layer(
-        init, apply, kernel_fn, full_spatial_input, out_mask, name="ImageResize"
+        init,
+        apply,
+        kernel_fn,
+        full_spatial_input,
+        out_mask,
+        name="ImageResize",
+        feature_fn=feature_fn,
     )
