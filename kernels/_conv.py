@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from ._affine import affine_kernel
 from ._checks import check_choice, check_positive_int, check_std
 from ._geometry import (
     PADDINGS,
@@ -56,33 +57,6 @@ def shared_filter_output(z, params, W_std, b_std, standard, fan_in):
         b = params["b"].reshape((1,) * (z.ndim - 1) + (-1,))
         z = z + (b if standard else b_std * b)
     return z
-
-
-def shared_filter_kernel(k: Kernel, a, W_std, b_std, standard, filter_size):
-    """``(nngp, ntk, cov1, cov2)`` after a shared-filter layer with operator ``a``.
-
-    Args:
-        k: the input kernel.
-        a: ``a(cov, lead)``, the linear operator of the layer on covariances.
-        W_std: weight standard deviation.
-        b_std: bias standard deviation or ``None``.
-        standard: whether the parameterisation is ``"standard"``.
-        filter_size: number of filter taps ``|f|``.
-    """
-    bias_var = 0.0 if b_std is None else b_std**2
-    nngp_in = a(k.nngp, 2)
-    nngp = W_std**2 * nngp_in + bias_var
-    cov1 = W_std**2 * a(k.cov1, 1) + bias_var
-    cov2 = None if k.cov2 is None else W_std**2 * a(k.cov2, 1) + bias_var
-    ntk = None
-    if k.ntk is not None:
-        if standard:
-            ntk = k.shape1[-1] * filter_size * nngp_in + W_std**2 * a(k.ntk, 2)
-            if b_std is not None:
-                ntk = ntk + 1.0
-        else:
-            ntk = nngp + W_std**2 * a(k.ntk, 2)
-    return nngp, ntk, cov1, cov2
 
 
 def Conv(
@@ -178,14 +152,10 @@ def Conv(
         def a(cov, lead):
             return shared_conv_covariance(cov, lead, diag, geo, padding)
 
-        nngp, ntk, cov1, cov2 = shared_filter_kernel(
-            k, a, W_std, b_std, standard, filter_size
+        out = affine_kernel(
+            k, a, W_std, b_std, standard=standard, fan_in=k.shape1[-1] * filter_size
         )
-        return k.replace(
-            nngp=nngp,
-            ntk=ntk,
-            cov1=cov1,
-            cov2=cov2,
+        return out.replace(
             mask1=conv_mask(k.mask1, geo, padding),
             mask2=None
             if k.mask2 is None

@@ -22,8 +22,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from ._affine import affine_kernel
 from ._checks import check_choice, check_positive_int, check_std
-from ._conv import shared_filter_init, shared_filter_kernel, shared_filter_output
+from ._conv import shared_filter_init, shared_filter_output
 from ._geometry import (
     as_tuple,
     conv_dimension_numbers,
@@ -175,14 +176,10 @@ def ConvTranspose(
             cov = dilate(cov, axes, [s for s in strides for _ in range(step)])
             return shared_conv_covariance(cov, lead, diag, geo, padding)
 
-        nngp, ntk, cov1, cov2 = shared_filter_kernel(
-            k, a, W_std, b_std, standard, filter_size
+        out = affine_kernel(
+            k, a, W_std, b_std, standard=standard, fan_in=k.shape1[-1] * filter_size
         )
-        return k.replace(
-            nngp=nngp,
-            ntk=ntk,
-            cov1=cov1,
-            cov2=cov2,
+        return out.replace(
             mask1=out_mask(k.mask1, k.shape1),
             mask2=out_mask(k.mask2, k.shape2),
             shape1=out_shape(k.shape1),

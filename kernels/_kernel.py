@@ -92,14 +92,41 @@ class Kernel:
         return position_variances(cov2, self.n_spatial, self.diagonal_spatial)
 
     def map_covariances(
-        self, fn: Callable[[jax.Array], jax.Array], *, ntk_fn=None
+        self,
+        fn: Callable[..., jax.Array],
+        *,
+        ntk_fn: Callable[..., jax.Array] | None = None,
+        ntk: bool = False,
+        lead: bool = False,
     ) -> Kernel:
-        """Applies ``fn`` to ``nngp``, ``cov1``, ``cov2`` and ``ntk_fn`` to ``ntk``."""
-        ntk = self.ntk
-        if ntk is not None and ntk_fn is not None:
-            ntk = ntk_fn(ntk)
-        cov2 = None if self.cov2 is None else fn(self.cov2)
-        return self.replace(nngp=fn(self.nngp), ntk=ntk, cov1=fn(self.cov1), cov2=cov2)
+        """Maps the covariances that carry the layout, skipping ``None``.
+
+        Args:
+            fn: applied to ``nngp``, ``cov1`` and ``cov2`` (and to ``ntk`` when
+                ``ntk=True``).
+            ntk_fn: applied to ``ntk`` instead, when given.
+            ntk: static; also apply ``fn`` to ``ntk`` (otherwise ``ntk`` is kept
+                unless ``ntk_fn`` is given).
+            lead: static; call ``fn(cov, lead)`` (and ``ntk_fn``) with the number
+                of leading batch axes of ``cov``: 2 for ``nngp``/``ntk``
+                ``(N1, N2, *layout)``, 1 for ``cov1``/``cov2`` ``(N, *layout)``.
+
+        Returns:
+            The kernel with the mapped fields (masks, shapes and flags unchanged).
+        """
+
+        def apply(f, cov, batch_axes):
+            if cov is None:
+                return None
+            return f(cov, batch_axes) if lead else f(cov)
+
+        ntk_map = ntk_fn if ntk_fn is not None else (fn if ntk else None)
+        return self.replace(
+            nngp=apply(fn, self.nngp, 2),
+            ntk=self.ntk if ntk_map is None else apply(ntk_map, self.ntk, 2),
+            cov1=apply(fn, self.cov1, 1),
+            cov2=apply(fn, self.cov2, 1),
+        )
 
     def zero_masked(self) -> Kernel:
         """Sets every covariance entry that touches a padded position to zero."""
