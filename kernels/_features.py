@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import check_choice, check_positive_int
+from ._evaluate import checked_kernel
 from ._feature_core import FEATURE_METHODS, Features, FeatureSpec, unsupported
-from ._inputs import as_inputs, as_mask, check_finite_inputs
+from ._inputs import checked_inputs
 from ._kernel import Layer
 
 FEATURE_OUTPUTS = ("nngp", "ntk")
@@ -57,7 +58,7 @@ class FeatureMap:
         method: ``"random"`` or ``"exact"``.
     """
 
-    def __init__(self, layer: Layer, key: jax.Array, dim: int, method: str):
+    def __init__(self, layer: Layer, key: jax.Array | None, dim: int, method: str):
         self.layer = layer
         self.dim = dim
         self.method = method
@@ -87,9 +88,7 @@ class FeatureMap:
                 (concrete) NaN/infinite inputs.
         """
         names = _validate_get(get)
-        x = as_inputs(x, "x")
-        mask = as_mask(mask, x, "mask")
-        check_finite_inputs(x, mask, "x")
+        x, mask = checked_inputs(x, mask, "x", "mask")
         if self.method == "exact":
             out = _exact_features(self.layer, x, mask, names)
         else:
@@ -114,7 +113,7 @@ def _psd_factor(matrix: jax.Array) -> jax.Array:
 
 
 def _exact_features(layer, x, mask, names):
-    kernels = layer.kernel(x, get=names, mask1=mask)
+    kernels = checked_kernel(layer, x, None, mask, None, names)
     if kernels[0].ndim != 2:
         raise ValueError(
             "method='exact' needs a network whose output has no spatial axes "
