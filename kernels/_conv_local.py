@@ -10,6 +10,7 @@ import jax.numpy as jnp
 
 from ._affine import affine_kernel
 from ._checks import check_choice, check_positive_int, check_std
+from ._feature_core import Unsupported
 from ._geometry import (
     PADDINGS,
     as_tuple,
@@ -59,6 +60,10 @@ def ConvLocal(
     distinct output positions are uncorrelated (their weights are independent), so
     :math:`K'_{ii'} = 0` for :math:`i \ne i'`; it reads only equal-position input
     covariances. The NTK follows the same rule (see :func:`Conv`).
+
+    It has no feature map (:func:`~widebnn.kernels.feature_map` refuses it):
+    features with zero inner products between distinct positions need a separate
+    block of columns per output position.
 
     Args:
         out_chan: static; output channels.
@@ -170,4 +175,16 @@ def ConvLocal(
     def mask_fn(mask, input_shape):
         return conv_mask(mask, geometry(input_shape), padding)
 
-    return Layer(init, apply, kernel_fn, mask_fn=mask_fn, name="ConvLocal")
+    no_features = Unsupported(
+        "ConvLocal",
+        "distinct output positions have independent weights, so exact features "
+        "need a separate block of columns per output position",
+    )
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        mask_fn=mask_fn,
+        name="ConvLocal",
+        feature_fn=no_features,
+    )
