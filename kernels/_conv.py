@@ -14,13 +14,16 @@ only reads the diagonal: so the diagonal layout is closed under ``Conv``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
 
+from ._affine import affine_features, affine_kernel
 from ._checks import check_choice, check_positive_int, check_std
+from ._feature_core import Features, FeatureSpec
 from ._geometry import (
     PADDINGS,
     as_tuple,
@@ -32,6 +35,7 @@ from ._geometry import (
     window_shape_tuple,
 )
 from ._kernel import Kernel, Layer
+from ._sketch import srht
 
 
 def shared_filter_init(
@@ -58,31 +62,69 @@ def shared_filter_output(z, params, W_std, b_std, standard, fan_in):
     return z
 
 
-def shared_filter_kernel(k: Kernel, a, W_std, b_std, standard, filter_size):
-    """``(nngp, ntk, cov1, cov2)`` after a shared-filter layer with operator ``a``.
+def window_features(x, geometry, padding):
+    """The features of every filter window, concatenated over the filter offsets.
 
     Args:
-        k: the input kernel.
-        a: ``a(cov, lead)``, the linear operator of the layer on covariances.
-        W_std: weight standard deviation.
-        b_std: bias standard deviation or ``None``.
-        standard: whether the parameterisation is ``"standard"``.
-        filter_size: number of filter taps ``|f|``.
+        x: ``(N, *S, m)`` features per position.
+        geometry: per spatial axis ``(f, s, out, pads)``.
+        padding: ``"same"``/``"valid"`` (zeros outside the input) or
+            ``"circular"`` (wrap-around).
+
+    Returns:
+        ``(N, *S_out, |f| m)``: at output ``i`` the blocks ``x[s i + d - p]`` for
+        every offset ``d`` (one block per combination of per-axis offsets), so
+        inner products of windows are the window sums of the positions' inner
+        products: the operator ``|f| A`` of the module docstring.
     """
-    bias_var = 0.0 if b_std is None else b_std**2
-    nngp_in = a(k.nngp, 2)
-    nngp = W_std**2 * nngp_in + bias_var
-    cov1 = W_std**2 * a(k.cov1, 1) + bias_var
-    cov2 = None if k.cov2 is None else W_std**2 * a(k.cov2, 1) + bias_var
-    ntk = None
-    if k.ntk is not None:
-        if standard:
-            ntk = k.shape1[-1] * filter_size * nngp_in + W_std**2 * a(k.ntk, 2)
-            if b_std is not None:
-                ntk = ntk + 1.0
-        else:
-            ntk = nngp + W_std**2 * a(k.ntk, 2)
-    return nngp, ntk, cov1, cov2
+    widths = [(0, 0), *(g[3] for g in geometry), (0, 0)]
+    x = jnp.pad(x, widths, mode="wrap" if padding == "circular" else "constant")
+    blocks = []
+    for offsets in itertools.product(*(range(g[0]) for g in geometry)):
+        start, limit, stride = [0] * x.ndim, list(x.shape), [1] * x.ndim
+        for axis, (_, s, out, _), d in zip(
+            range(1, x.ndim - 1), geometry, offsets, strict=True
+        ):
+            start[axis], limit[axis], stride[axis] = d, d + s * (out - 1) + 1, s
+        blocks.append(jax.lax.slice(x, start, limit, stride))
+    return jnp.concatenate(blocks, axis=-1)
+
+
+def shared_filter_features(
+    f: Features, key, spec: FeatureSpec, geometry, padding, *, prepare=None, **affine
+) -> Features:
+    """Features after a shared-filter layer (nngp and ntk; mask and shape unset).
+
+    The feature operator of :func:`~widebnn.kernels._affine.affine_features` is
+    ``window_features(prepare(u)) / sqrt(|f|)``, projected to ``spec.dim``
+    columns by an SRHT (independent keys for ``nngp`` and ``ntk``, the same
+    projection at every position and for every input, so it is unbiased for every
+    pair) when its ``|f| m`` columns exceed ``spec.dim``.
+
+    Args:
+        f: the input features.
+        key: PRNG key (used only when a projection is needed).
+        spec: the feature settings.
+        geometry: per spatial axis ``(f, s, out, pads)`` of the windows.
+        padding: as in :func:`window_features`.
+        prepare: static; a map applied to the features first (the dilation of a
+            transposed convolution), or ``None``.
+        **affine: ``W_std``, ``b_std``, ``standard``, ``fan_in`` of
+            :func:`~widebnn.kernels._affine.affine_features`.
+    """
+    filter_size = math.prod(g[0] for g in geometry)
+    keys = dict(zip(("nngp", "ntk"), jax.random.split(key), strict=True))
+
+    def a(x, which):
+        if prepare is not None:
+            x = prepare(x)
+        windows = window_features(x, geometry, padding)
+        windows = windows / jnp.sqrt(jnp.asarray(filter_size, windows.dtype))
+        if windows.shape[-1] > spec.dim:
+            windows = srht(keys[which], windows, spec.dim)
+        return windows
+
+    return affine_features(f, a, **affine)
 
 
 def Conv(
@@ -106,6 +148,19 @@ def Conv(
     Infinite width: :math:`K' = \sigma_w^2 A(K) + \sigma_b^2` with the shared-weight
     operator ``A`` of this module; NTK :math:`\Theta' = K' + \sigma_w^2 A(\Theta)`
     (``"ntk"``) or :math:`C|f|\,A(K) + \sigma_w^2 A(\Theta) + [b]` (``"standard"``).
+
+    Features (:func:`~widebnn.kernels.feature_map`): at output ``i`` the input
+    features of the window, :math:`[\phi_{s i + d - p}]_d / \sqrt{|f|}`
+    concatenated over the filter offsets ``d`` (zeros outside the input for
+    ``SAME``/``VALID``, wrapped around for ``CIRCULAR``), have inner products
+    :math:`A(K)` exactly; the NNGP and NTK features then follow ``Dense``'s rule
+    (:mod:`~widebnn.kernels._affine`). Widths: ``m`` input columns give ``|f| m``
+    window columns; when that exceeds ``dim`` they are projected to ``dim`` by a
+    subsampled randomized Hadamard transform (one draw for all positions and
+    inputs, independent for NNGP and NTK; unbiased). So ``nngp`` has
+    ``min(|f| m_nngp, dim) [+ 1]`` columns and ``ntk`` ``min(|f| m_ntk, dim)`` plus
+    the ``nngp`` columns (``"ntk"``) or ``min(|f| m_nngp, dim) [+ 1]``
+    (``"standard"``).
 
     Args:
         out_chan: static; output channels of the finite layer.
@@ -178,14 +233,10 @@ def Conv(
         def a(cov, lead):
             return shared_conv_covariance(cov, lead, diag, geo, padding)
 
-        nngp, ntk, cov1, cov2 = shared_filter_kernel(
-            k, a, W_std, b_std, standard, filter_size
+        out = affine_kernel(
+            k, a, W_std, b_std, standard=standard, fan_in=k.shape1[-1] * filter_size
         )
-        return k.replace(
-            nngp=nngp,
-            ntk=ntk,
-            cov1=cov1,
-            cov2=cov2,
+        return out.replace(
             mask1=conv_mask(k.mask1, geo, padding),
             mask2=None
             if k.mask2 is None
@@ -195,7 +246,33 @@ def Conv(
             is_gaussian=True,
         ).zero_masked()
 
+    def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
+        geo = geometry(f.shape)
+        out = shared_filter_features(
+            f,
+            key,
+            spec,
+            geo,
+            padding,
+            W_std=W_std,
+            b_std=b_std,
+            standard=standard,
+            fan_in=f.shape[-1] * filter_size,
+        )
+        return out.replace(
+            mask=conv_mask(f.mask, geo, padding),
+            shape=out_shape(f.shape),
+            is_gaussian=True,
+        ).zero_masked()
+
     def mask_fn(mask, input_shape):
         return conv_mask(mask, geometry(input_shape), padding)
 
-    return Layer(init, apply, kernel_fn, mask_fn=mask_fn, name="Conv")
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        mask_fn=mask_fn,
+        name="Conv",
+        feature_fn=feature_fn,
+    )

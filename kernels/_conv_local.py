@@ -8,7 +8,9 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from ._affine import affine_kernel
 from ._checks import check_choice, check_positive_int, check_std
+from ._feature_core import Unsupported
 from ._geometry import (
     PADDINGS,
     as_tuple,
@@ -58,6 +60,10 @@ def ConvLocal(
     distinct output positions are uncorrelated (their weights are independent), so
     :math:`K'_{ii'} = 0` for :math:`i \ne i'`; it reads only equal-position input
     covariances. The NTK follows the same rule (see :func:`Conv`).
+
+    It has no feature map (:func:`~widebnn.kernels.feature_map` refuses it):
+    features with zero inner products between distinct positions need a separate
+    block of columns per output position.
 
     Args:
         out_chan: static; output channels.
@@ -132,51 +138,31 @@ def ConvLocal(
         del kwargs
         geo1 = geometry(k.shape1)
         diag = k.diagonal_spatial
-        bias_var = 0.0 if b_std is None else b_std**2
 
         def local(cov, lead):
             values = cov if diag else position_diagonal(cov, lead, n)
             values = shared_conv_covariance(values, lead, True, geo1, padding)
             return values if diag else diagonal_to_full(values, lead, n)
 
-        def affine(summed, lead):
-            bias = (
-                bias_var
-                if diag
-                else diagonal_to_full(
-                    jnp.full(summed.shape[:lead] + out_spatial(k.shape1), bias_var),
-                    lead,
-                    n,
-                )
-            )
-            return W_std**2 * summed + bias
+        def equal_positions(cov, lead):
+            # distinct positions have independent biases: a constant term sits on
+            # equal positions only
+            if diag:
+                return 1.0
+            ones = jnp.ones(cov.shape[:lead] + out_spatial(k.shape1), cov.dtype)
+            return diagonal_to_full(ones, lead, n)
 
-        nngp_in = local(k.nngp, 2)
-        nngp = affine(nngp_in, 2)
-        cov1 = affine(local(k.cov1, 1), 1)
-        cov2 = None if k.cov2 is None else affine(local(k.cov2, 1), 1)
-        ntk = None
-        if k.ntk is not None:
-            ntk_in = local(k.ntk, 2)
-            if standard:
-                ones = 0.0
-                if b_std is not None:
-                    ones = (
-                        1.0
-                        if diag
-                        else diagonal_to_full(
-                            jnp.ones(nngp.shape[:2] + out_spatial(k.shape1)), 2, n
-                        )
-                    )
-                ntk = k.shape1[-1] * filter_size * nngp_in + W_std**2 * ntk_in + ones
-            else:
-                ntk = nngp + W_std**2 * ntk_in
+        out = affine_kernel(
+            k,
+            local,
+            W_std,
+            b_std,
+            standard=standard,
+            fan_in=k.shape1[-1] * filter_size,
+            ones=equal_positions,
+        )
         spatial = out_spatial(k.shape1)
-        return k.replace(
-            nngp=nngp,
-            ntk=ntk,
-            cov1=cov1,
-            cov2=cov2,
+        return out.replace(
             mask1=conv_mask(k.mask1, geo1, padding),
             mask2=None
             if k.mask2 is None
@@ -189,4 +175,16 @@ def ConvLocal(
     def mask_fn(mask, input_shape):
         return conv_mask(mask, geometry(input_shape), padding)
 
-    return Layer(init, apply, kernel_fn, mask_fn=mask_fn, name="ConvLocal")
+    no_features = Unsupported(
+        "ConvLocal",
+        "distinct output positions have independent weights, so exact features "
+        "need a separate block of columns per output position",
+    )
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        mask_fn=mask_fn,
+        name="ConvLocal",
+        feature_fn=no_features,
+    )

@@ -22,8 +22,14 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
+from ._affine import affine_kernel
 from ._checks import check_choice, check_positive_int, check_std
-from ._conv import shared_filter_init, shared_filter_kernel, shared_filter_output
+from ._conv import (
+    shared_filter_features,
+    shared_filter_init,
+    shared_filter_output,
+)
+from ._feature_core import Features, FeatureSpec
 from ._geometry import (
     as_tuple,
     conv_dimension_numbers,
@@ -63,6 +69,11 @@ def ConvTranspose(
     extra padded positions at the end leave the kernel unchanged (any filter size
     and stride); with ``VALID`` the input mask is upsampled by the stride and sampled
     at the centre of each window (as for ``Conv``). Padded inputs are zeroed first.
+
+    Features: the input features dilated by the stride (zero columns between
+    positions, whose inner products are the dilated covariance), then the window
+    concatenation of :func:`~widebnn.kernels.Conv` with stride 1 (exact, projected
+    to ``dim`` columns by an SRHT when wider; widths as for ``Conv``).
 
     Args:
         out_chan: static; output channels of the finite layer.
@@ -175,14 +186,10 @@ def ConvTranspose(
             cov = dilate(cov, axes, [s for s in strides for _ in range(step)])
             return shared_conv_covariance(cov, lead, diag, geo, padding)
 
-        nngp, ntk, cov1, cov2 = shared_filter_kernel(
-            k, a, W_std, b_std, standard, filter_size
+        out = affine_kernel(
+            k, a, W_std, b_std, standard=standard, fan_in=k.shape1[-1] * filter_size
         )
-        return k.replace(
-            nngp=nngp,
-            ntk=ntk,
-            cov1=cov1,
-            cov2=cov2,
+        return out.replace(
             mask1=out_mask(k.mask1, k.shape1),
             mask2=out_mask(k.mask2, k.shape2),
             shape1=out_shape(k.shape1),
@@ -190,7 +197,38 @@ def ConvTranspose(
             is_gaussian=True,
         ).zero_masked()
 
+    def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
+        # Exact as for Conv: the dilated features (zeros between positions) have
+        # the dilated covariance, and then the layer is a stride-1 Conv.
+        def dilated(x):
+            return dilate(x, range(1, n + 1), strides)
+
+        out = shared_filter_features(
+            f,
+            key,
+            spec,
+            geometry(f.shape),
+            padding,
+            prepare=dilated,
+            W_std=W_std,
+            b_std=b_std,
+            standard=standard,
+            fan_in=f.shape[-1] * filter_size,
+        )
+        return out.replace(
+            mask=out_mask(f.mask, f.shape),
+            shape=out_shape(f.shape),
+            is_gaussian=True,
+        ).zero_masked()
+
     def mask_fn(mask, input_shape):
         return out_mask(mask, input_shape)
 
-    return Layer(init, apply, kernel_fn, mask_fn=mask_fn, name="ConvTranspose")
+    return Layer(
+        init,
+        apply,
+        kernel_fn,
+        mask_fn=mask_fn,
+        name="ConvTranspose",
+        feature_fn=feature_fn,
+    )

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 
+from ._affine import affine_features, affine_kernel
 from ._checks import check_channels, check_choice, check_positive_int, check_std
 from ._feature_core import Features, FeatureSpec
 from ._kernel import Kernel, Layer
 
 PARAMETERIZATIONS = ("ntk", "standard")
+
+
+def _identity(values, which):
+    """``Dense`` acts on channels only: its positional map is the identity."""
+    del which
+    return values
 
 
 def Dense(
@@ -94,25 +99,12 @@ def Dense(
 
     def kernel_fn(k: Kernel, **kwargs) -> Kernel:
         del kwargs
-        bias_var = 0.0 if b_std is None else b_std**2
-
-        def affine(cov):
-            return W_std**2 * cov + bias_var
-
-        out = k.map_covariances(affine)
-        ntk = None
-        if k.ntk is not None:
-            if standard:
-                ntk = k.shape1[-1] * k.nngp + W_std**2 * k.ntk
-                if b_std is not None:
-                    ntk = ntk + 1.0
-            else:
-                ntk = out.nngp + W_std**2 * k.ntk
-        shape2 = k.shape2[:-1] + (out_dim,)
+        out = affine_kernel(
+            k, _identity, W_std, b_std, standard=standard, fan_in=k.shape1[-1]
+        )
         return out.replace(
-            ntk=ntk,
             shape1=k.shape1[:-1] + (out_dim,),
-            shape2=shape2,
+            shape2=k.shape2[:-1] + (out_dim,),
             is_gaussian=True,
         ).zero_masked()
 
@@ -120,21 +112,11 @@ def Dense(
         # Exact, no randomness: the kernel rule's sums become concatenations
         # (inner products of concatenated blocks add), scalings stay scalings.
         del key, spec
-        ones = jnp.ones((*f.nngp.shape[:-1], 1), f.nngp.dtype)
-        nngp = W_std * f.nngp
-        if b_std is not None:
-            nngp = jnp.concatenate([nngp, b_std * ones], axis=-1)
-        ntk = None
-        if f.ntk is not None:
-            if standard:
-                parts = [math.sqrt(f.shape[-1]) * f.nngp, W_std * f.ntk]
-                if b_std is not None:
-                    parts.append(ones)
-            else:
-                parts = [W_std * f.ntk, nngp]
-            ntk = jnp.concatenate(parts, axis=-1)
-        return f.replace(
-            nngp=nngp, ntk=ntk, shape=(*f.shape[:-1], out_dim), is_gaussian=True
+        out = affine_features(
+            f, _identity, W_std, b_std, standard=standard, fan_in=f.shape[-1]
+        )
+        return out.replace(
+            shape=(*f.shape[:-1], out_dim), is_gaussian=True
         ).zero_masked()
 
     return Layer(init, apply, kernel_fn, name="Dense", feature_fn=feature_fn)

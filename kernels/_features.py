@@ -15,8 +15,9 @@ import jax
 import jax.numpy as jnp
 
 from ._checks import check_choice, check_positive_int
+from ._evaluate import checked_kernel
 from ._feature_core import FEATURE_METHODS, Features, FeatureSpec, unsupported
-from ._inputs import as_inputs, as_mask, check_finite_inputs
+from ._inputs import checked_inputs
 from ._kernel import Layer
 
 FEATURE_OUTPUTS = ("nngp", "ntk")
@@ -57,7 +58,7 @@ class FeatureMap:
         method: ``"random"`` or ``"exact"``.
     """
 
-    def __init__(self, layer: Layer, key: jax.Array, dim: int, method: str):
+    def __init__(self, layer: Layer, key: jax.Array | None, dim: int, method: str):
         self.layer = layer
         self.dim = dim
         self.method = method
@@ -87,9 +88,7 @@ class FeatureMap:
                 (concrete) NaN/infinite inputs.
         """
         names = _validate_get(get)
-        x = as_inputs(x, "x")
-        mask = as_mask(mask, x, "mask")
-        check_finite_inputs(x, mask, "x")
+        x, mask = checked_inputs(x, mask, "x", "mask")
         if self.method == "exact":
             out = _exact_features(self.layer, x, mask, names)
         else:
@@ -114,7 +113,7 @@ def _psd_factor(matrix: jax.Array) -> jax.Array:
 
 
 def _exact_features(layer, x, mask, names):
-    kernels = layer.kernel(x, get=names, mask1=mask)
+    kernels = checked_kernel(layer, x, None, mask, None, names)
     if kernels[0].ndim != 2:
         raise ValueError(
             "method='exact' needs a network whose output has no spatial axes "
@@ -131,17 +130,24 @@ def feature_map(
 
     Built layer by layer in the same recursion as the kernel (Zandieh et al. 2021;
     Han et al. 2022): affine layers (``Dense``) are exact (concatenations and
-    scalings); each activation draws ``dim`` Gaussian projections of its
-    pre-activation features and applies the activation (for ReLU these are the
-    arc-cosine random features of Cho & Saul 2009), and sketches the NTK's product
-    with the activation's derivative by TensorSRHT (Ahle et al. 2020) to ``dim``
-    columns. Every random estimate of one layer given its inputs is unbiased.
+    scalings); a convolution (``Conv``, ``ConvTranspose``) concatenates the
+    features of each filter window, exactly, and projects them back to ``dim``
+    columns by an SRHT when they are wider (unbiased); each activation draws
+    ``dim`` Gaussian projections of its pre-activation features and applies the
+    activation (for ReLU these are the arc-cosine random features of Cho & Saul
+    2009), and sketches the NTK's product with the activation's derivative by
+    TensorSRHT (Ahle et al. 2020) to ``dim`` columns. Every random estimate of
+    one layer given its inputs is unbiased.
 
     Widths: raw inputs give ``C`` NNGP columns and 0 NTK columns; an activation
     gives ``dim`` and ``dim``; ``Dense`` with a bias appends one NNGP column and
     concatenates NTK columns ``[W ntk, nngp']`` (``"ntk"`` parameterisation) or
     ``[sqrt(C) nngp, W ntk, 1]`` (``"standard"``). So ``Dense - act - ... - Dense``
-    with a bias gives ``m_nngp = dim + 1`` and ``m_ntk = 2 dim + 1``.
+    with a bias gives ``m_nngp = dim + 1`` and ``m_ntk = 2 dim + 1``. A
+    convolution with filter size ``|f|`` maps ``m`` columns to ``min(|f| m, dim)``
+    (the window concatenation, projected when wider than ``dim``) and then appends
+    the bias and NTK columns as ``Dense`` does; its features keep the spatial axes,
+    ``(N, *S_out, m')``, and are 0 at padded positions.
 
     Args:
         layer: the network (a :class:`Layer`).

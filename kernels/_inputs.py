@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 
-from ._kernel import Kernel
+from ._covariance import Kernel
 
 KERNEL_OUTPUTS = ("nngp", "ntk", "cov1", "cov2")
 
@@ -78,6 +78,53 @@ def as_mask(mask, x: jax.Array, name: str) -> jax.Array | None:
     return mask.astype(bool)
 
 
+def checked_inputs(
+    x, mask, x_name: str, mask_name: str
+) -> tuple[jax.Array, jax.Array | None]:
+    """``(x, mask)`` as arrays after every check on one batch of inputs.
+
+    Args:
+        x: ``(N, *S, C)`` inputs (any array-like; integers become floats).
+        mask: ``(N, *S)`` boolean padding mask or ``None``.
+        x_name: the argument name of ``x`` in error messages.
+        mask_name: likewise for ``mask``.
+
+    Raises:
+        TypeError: if ``x`` is ``None``.
+        ValueError: on fewer than 2 axes, a mask of the wrong shape, or (for
+            concrete inputs) NaN or infinite values outside padded positions.
+    """
+    x = as_inputs(x, x_name)
+    mask = as_mask(mask, x, mask_name)
+    check_finite_inputs(x, mask, x_name)
+    return x, mask
+
+
+def checked_pair(x1, x2, mask1, mask2):
+    """``(x1, x2, mask1, mask2)`` after every check on a pair of input batches.
+
+    ``x2=None`` (the kernel of ``x1`` with itself) stays ``None``, and then
+    ``mask2`` must be ``None`` too.
+
+    Raises:
+        ValueError: as :func:`checked_inputs`, if ``mask2`` is given without
+            ``x2``, or if ``x1`` and ``x2`` differ on an axis but the batch axis.
+    """
+    x1, mask1 = checked_inputs(x1, mask1, "x1", "mask1")
+    if x2 is None:
+        if mask2 is not None:
+            raise ValueError("mask2 was given but x2 is None; pass x2 as well.")
+        return x1, None, mask1, None
+    x2 = as_inputs(x2, "x2")
+    if x2.ndim != x1.ndim or x2.shape[1:] != x1.shape[1:]:
+        raise ValueError(
+            "x1 and x2 must agree on every axis but the batch axis, got shapes "
+            f"{x1.shape} and {x2.shape}."
+        )
+    x2, mask2 = checked_inputs(x2, mask2, "x2", "mask2")
+    return x1, x2, mask1, mask2
+
+
 def _pair_subscripts(n_spatial: int, diagonal_spatial: bool, batch_pair: bool):
     """einsum subscripts for ``<x_a, x_b>`` over channels in the given layout."""
     letters = iter(string.ascii_lowercase)
@@ -130,28 +177,32 @@ def input_kernel(
             of the wrong shape, or (for concrete inputs, not under ``jit``) NaN or
             infinite values outside padded positions.
     """
-    x1 = as_inputs(x1, "x1")
-    mask1 = as_mask(mask1, x1, "mask1")
+    x1, x2, mask1, mask2 = checked_pair(x1, x2, mask1, mask2)
+    return kernel_of_inputs(
+        x1,
+        x2,
+        mask1,
+        mask2,
+        diagonal_spatial=diagonal_spatial,
+        compute_ntk=compute_ntk,
+    )
+
+
+def kernel_of_inputs(
+    x1: jax.Array,
+    x2: jax.Array | None,
+    mask1: jax.Array | None,
+    mask2: jax.Array | None,
+    *,
+    diagonal_spatial: bool,
+    compute_ntk: bool,
+) -> Kernel:
+    """:func:`input_kernel` of inputs already checked by :func:`checked_pair`."""
     x1_is_x2 = x2 is None
-    if x1_is_x2:
-        if mask2 is not None:
-            raise ValueError("mask2 was given but x2 is None; pass x2 as well.")
-        x2, mask2 = x1, mask1
-    else:
-        x2 = as_inputs(x2, "x2")
-        if x2.ndim != x1.ndim or x2.shape[1:] != x1.shape[1:]:
-            raise ValueError(
-                "x1 and x2 must agree on every axis but the batch axis, got shapes "
-                f"{x1.shape} and {x2.shape}."
-            )
-        mask2 = as_mask(mask2, x2, "mask2")
-    check_finite_inputs(x1, mask1, "x1")
-    if not x1_is_x2:
-        check_finite_inputs(x2, mask2, "x2")
     if mask1 is not None:
         x1 = jnp.where(mask1[..., None], 0.0, x1)
-    if x1_is_x2:
-        x2 = x1
+    if x2 is None:
+        x2, mask2 = x1, mask1
     elif mask2 is not None:
         x2 = jnp.where(mask2[..., None], 0.0, x2)
     dtype = jnp.result_type(x1.dtype, x2.dtype)

@@ -24,14 +24,16 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ._kernel import Layer
+#: ``evaluate(layer, x1, x2, mask1, mask2, names, diagonal_spatial) -> tuple`` of
+#: ``(n1, n2, *layout)`` arrays: the untiled evaluation of one tile, on checked
+#: inputs (``kernels/_evaluate.py`` passes its own; this module imports none).
+TileEvaluator = Callable[..., tuple]
 
 #: kernel entries of one tile without spatial axes (128 x 128 pairs; 128 KiB per
 #: float64 array): the fastest of 2**12 ... 2**18 on a 2-core CPU
@@ -104,9 +106,10 @@ def _blocks(x, n_tiles, size):
     return _pad_rows(x, n_tiles * size).reshape(n_tiles, size, *x.shape[1:])
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5, 6, 7))
+@functools.partial(jax.jit, static_argnums=(0, 1, 6, 7, 8))
 def tiled_kernel(
-    layer: Layer,
+    evaluate: TileEvaluator,
+    layer,
     x1,
     x2,
     mask1,
@@ -115,9 +118,10 @@ def tiled_kernel(
     pairs_per_tile: int,
     diagonal_spatial: bool,
 ):
-    """``layer.kernel(x1, x2, names, ...)`` evaluated tile by tile.
+    """``evaluate(layer, x1, x2, ...)`` evaluated tile by tile.
 
     Args:
+        evaluate: static; the untiled evaluation of one tile (checked inputs).
         layer: a network whose kernel of a pair of inputs depends only on that pair
             (true of every ``widebnn.kernels`` layer).
         x1: ``(N1, *S, C)`` inputs.
@@ -135,30 +139,23 @@ def tiled_kernel(
     Jitted with the layer static, so that eager calls on a network reuse the
     compiled loop (under an outer ``jit`` this is inlined).
     """
-    options = dict(names=names, diagonal_spatial=diagonal_spatial)
+
+    def untiled(a, b, mask_a, mask_b):
+        return evaluate(layer, a, b, mask_a, mask_b, names, diagonal_spatial)
+
     if x2 is None:
-        return _symmetric(layer, x1, mask1, pairs_per_tile, **options)
-    return _rows(layer, x1, x2, mask1, mask2, pairs_per_tile, **options)
+        return _symmetric(
+            untiled, x1, mask1, pairs_per_tile, len(names), diagonal_spatial
+        )
+    return _rows(untiled, x1, x2, mask1, mask2, pairs_per_tile)
 
 
-def _untiled(layer, x1, x2, mask1, mask2, names, diagonal_spatial):
-    return layer.kernel(
-        x1,
-        x2,
-        names,
-        mask1=mask1,
-        mask2=mask2,
-        diagonal_spatial=diagonal_spatial,
-        tile_entries=0,
-    )
-
-
-def _rows(layer, x1, x2, mask1, mask2, pairs_per_tile, *, names, diagonal_spatial):
+def _rows(untiled, x1, x2, mask1, mask2, pairs_per_tile):
     n1, n2 = x1.shape[0], x2.shape[0]
     rows = max(1, min(n1, pairs_per_tile // n2))
     n_tiles = math.ceil(n1 / rows)
     tiles = jax.lax.map(
-        lambda xm: _untiled(layer, xm[0], x2, xm[1], mask2, names, diagonal_spatial),
+        lambda xm: untiled(xm[0], x2, xm[1], mask2),
         (_blocks(x1, n_tiles, rows), _blocks(mask1, n_tiles, rows)),
     )
     return tuple(t.reshape(n_tiles * rows, *t.shape[2:])[:n1] for t in tiles)
@@ -177,13 +174,13 @@ def _transpose_pairs(tile, diagonal_spatial):
     return tile.transpose(axes)
 
 
-def _symmetric(layer, x, mask, pairs_per_tile, *, names, diagonal_spatial):
+def _symmetric(untiled, x, mask, pairs_per_tile, n_outputs, diagonal_spatial):
     n = x.shape[0]
     size = max(1, min(n, math.isqrt(pairs_per_tile)))
     n_tiles = math.ceil(n / size)
     blocks, mask_blocks = _blocks(x, n_tiles, size), _blocks(mask, n_tiles, size)
     diagonal = jax.lax.map(
-        lambda xm: _untiled(layer, xm[0], None, xm[1], None, names, diagonal_spatial),
+        lambda xm: untiled(xm[0], None, xm[1], None),
         (blocks, mask_blocks),
     )
     upper = [(a, b) for a in range(n_tiles) for b in range(a + 1, n_tiles)]
@@ -195,9 +192,7 @@ def _symmetric(layer, x, mask, pairs_per_tile, *, names, diagonal_spatial):
             a, b = ab
             m1 = None if mask is None else mask_blocks[a]
             m2 = None if mask is None else mask_blocks[b]
-            return _untiled(
-                layer, blocks[a], blocks[b], m1, m2, names, diagonal_spatial
-            )
+            return untiled(blocks[a], blocks[b], m1, m2)
 
         off_diagonal = jax.lax.map(off, (rows_of, cols_of))
     # position of tile (a, b) in concat([diagonal, upper, upper transposed])
@@ -207,7 +202,7 @@ def _symmetric(layer, x, mask, pairs_per_tile, *, names, diagonal_spatial):
         index[a, b] = n_tiles + p
         index[b, a] = n_tiles + len(upper) + p
     outs = []
-    for k in range(len(names)):
+    for k in range(n_outputs):
         parts = [diagonal[k]]
         if upper:
             parts += [

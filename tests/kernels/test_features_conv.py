@@ -1,0 +1,182 @@
+"""Feature maps of convolutions: exact window concatenations, SRHT projections.
+
+Without projection (``dim`` at least the concatenated width) a linear convolutional
+network's features reproduce its kernel exactly, at every pair of positions; with
+projection the inner products are unbiased, checked by averaging over independent
+keys with a tolerance from the standard error of that average.
+"""
+
+import string
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from _helpers import assert_within_stderr, slow_except_first
+
+from widebnn import kernels
+
+#: wide enough that no convolution here projects its windows (exact features)
+NO_PROJECTION = 10**5
+
+
+def _full_gram(features):
+    """``(N, *S, m) -> (N, N, S1, S1', S2, S2', ...)``: inner products at every
+    pair of positions (the kernel's full layout)."""
+    n_spatial = features.ndim - 2
+    letters = iter(string.ascii_lowercase[2:])
+    first = [next(letters) for _ in range(n_spatial)]
+    second = [next(letters) for _ in range(n_spatial)]
+    pairs = "".join(a + b for a, b in zip(first, second, strict=True))
+    subscripts = f"a{''.join(first)}z,b{''.join(second)}z->ab{pairs}"
+    return jnp.einsum(subscripts, features, features)
+
+
+def _inputs(shape, seed=0):
+    return jax.random.normal(jax.random.key(seed), shape)
+
+
+def _assert_exact(net, x, *, mask=None, dim=NO_PROJECTION):
+    nngp, ntk = kernels.feature_map(net, jax.random.key(0), dim)(x, mask=mask)
+    k_nngp, k_ntk = net.kernel(x, mask1=mask)
+    np.testing.assert_allclose(_full_gram(nngp), k_nngp, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(_full_gram(ntk), k_ntk, rtol=1e-10, atol=1e-10)
+    return nngp, ntk
+
+
+# (input shape, filter, strides, padding, parameterization, b_std)
+EXACT_CASES = [
+    ((3, 7, 2), (3,), 1, "SAME", "ntk", 0.2),
+    ((3, 7, 2), (2,), 2, "VALID", "standard", None),
+    ((3, 6, 2), (4,), 2, "CIRCULAR", "ntk", None),
+    ((3, 5, 2), (3,), 1, "CIRCULAR", "standard", 0.3),
+    ((2, 5, 4, 2), (3, 2), (2, 1), "SAME", "standard", 0.3),
+    ((2, 5, 4, 2), (2, 3), (1, 2), "CIRCULAR", "ntk", 0.1),
+    ((2, 5, 4, 2), (3, 3), 1, "VALID", "ntk", None),
+]
+
+
+@pytest.mark.parametrize("case", slow_except_first(EXACT_CASES))
+def test_linear_conv_features_are_exact(case):
+    shape, filt, strides, padding, param, b_std = case
+    conv = dict(padding=padding, parameterization=param)
+    net = kernels.serial(
+        kernels.Conv(3, filt, strides, W_std=1.3, b_std=b_std, **conv),
+        kernels.Conv(2, (2,) * len(filt), 1, W_std=0.8, b_std=b_std, **conv),
+    )
+    _assert_exact(net, _inputs(shape))
+
+
+def test_widths_grow_with_the_filter_until_dim():
+    # C = 2 channels, |f| = 3: 6 window columns (+1 bias); dim=4 projects to 4.
+    x = _inputs((2, 5, 2))
+    net = kernels.Conv(1, (3,), padding="SAME", b_std=0.1)
+    nngp, ntk = kernels.feature_map(net, jax.random.key(0), NO_PROJECTION)(x)
+    assert nngp.shape == (2, 5, 7) and ntk.shape == (2, 5, 7)  # ntk: [0 cols, nngp]
+    nngp, ntk = kernels.feature_map(net, jax.random.key(0), 4)(x)
+    assert nngp.shape == (2, 5, 5) and ntk.shape == (2, 5, 5)
+    std = kernels.Conv(1, (3,), padding="SAME", parameterization="standard")
+    nngp, ntk = kernels.feature_map(std, jax.random.key(0), 4)(x)
+    assert nngp.shape == (2, 5, 4) and ntk.shape == (2, 5, 4)  # [sqrt(n) A, 0 cols]
+
+
+def _assert_unbiased(net, x, dim, *, n_keys=64, mask=None):
+    # E[phi phi^T] equals the kernel at every pair of positions; 64 independent
+    # keys, every entry compared at a 1e-4 family-wise false-alarm rate.
+    k_nngp, k_ntk = net.kernel(x, mask1=mask)
+
+    def gram(key):
+        a, b = kernels.feature_map(net, key, dim)(x, mask=mask)
+        return _full_gram(a), _full_gram(b)
+
+    keys = jax.random.split(jax.random.key(1), n_keys)
+    grams_nngp, grams_ntk = jax.lax.map(gram, keys)
+    for grams, expected, name in (
+        (grams_nngp, k_nngp, "nngp"),
+        (grams_ntk, k_ntk, "ntk"),
+    ):
+        grams = np.asarray(grams)
+        stderr = grams.std(axis=0, ddof=1) / np.sqrt(n_keys)
+        assert_within_stderr(
+            grams.mean(axis=0), stderr, expected, dof=n_keys - 1, name=name
+        )
+
+
+@pytest.mark.parametrize("param", slow_except_first(["ntk", "standard"]))
+def test_projected_conv_features_are_unbiased(param):
+    # 4 channels x 3 taps = 12 window columns, projected to 8 (then 8 x 2 = 16 -> 8).
+    conv = dict(padding="SAME", parameterization=param)
+    net = kernels.serial(
+        kernels.Conv(3, (3,), W_std=1.3, b_std=0.2, **conv),
+        kernels.Conv(2, (2,), 2, W_std=0.8, b_std=0.1, **conv),
+    )
+    _assert_unbiased(net, _inputs((3, 6, 4)), dim=8)
+
+
+@pytest.mark.slow
+def test_projected_2d_circular_conv_features_are_unbiased():
+    net = kernels.serial(
+        kernels.Conv(3, (2, 3), (1, 2), "CIRCULAR", W_std=1.3, b_std=0.2),
+        kernels.Conv(2, (2, 2), 1, "VALID", W_std=0.8),
+    )
+    _assert_unbiased(net, _inputs((2, 4, 5, 3)), dim=8)
+
+
+@pytest.mark.parametrize("padding", slow_except_first(["SAME", "VALID"]))
+def test_masked_conv_features_match_the_masked_kernel(padding):
+    x = _inputs((3, 7, 2))
+    mask = jnp.zeros((3, 7), bool).at[0, 5:].set(True).at[2, 3:].set(True)
+    net = kernels.serial(
+        kernels.Conv(3, (3,), 1, padding, W_std=1.3, b_std=0.2),
+        kernels.Conv(2, (2,), 2, padding, W_std=0.8, b_std=0.1),
+    )
+    nngp, ntk = _assert_exact(net, x, mask=mask)
+    out_mask = net.mask_fn(mask, x.shape)
+    assert out_mask is not None and bool(out_mask.any())
+    assert not bool(jnp.any(jnp.where(out_mask[..., None], nngp, 0.0)))
+    assert not bool(jnp.any(jnp.where(out_mask[..., None], ntk, 0.0)))
+
+
+@pytest.mark.parametrize("param", slow_except_first(["ntk", "standard"]))
+def test_conv_relu_conv_features_are_unbiased_per_position(param):
+    conv = dict(padding="SAME", parameterization=param)
+    net = kernels.serial(
+        kernels.Conv(3, (3,), W_std=1.3, b_std=0.2, **conv),
+        kernels.Relu(),
+        kernels.Conv(2, (3,), W_std=0.8, b_std=0.1, **conv),
+    )
+    # dim = 8 random ReLU features per position; the last Conv's 24 window
+    # columns are projected back to 8.
+    _assert_unbiased(net, _inputs((3, 5, 2)), dim=8)
+
+
+TRANSPOSE_CASES = [
+    ((3, 5, 2), (3,), 2, "SAME", "ntk", 0.2),
+    ((3, 4, 2), (2,), 3, "VALID", "standard", 0.1),
+    ((2, 3, 4, 2), (2, 3), (2, 1), "VALID", "ntk", None),
+    ((2, 3, 3, 2), (3, 2), (1, 2), "SAME", "standard", None),
+]
+
+
+@pytest.mark.parametrize("case", slow_except_first(TRANSPOSE_CASES))
+def test_conv_transpose_features_are_exact(case):
+    shape, filt, strides, padding, param, b_std = case
+    conv = dict(padding=padding, parameterization=param)
+    net = kernels.serial(
+        kernels.ConvTranspose(3, filt, strides, W_std=1.3, b_std=b_std, **conv),
+        kernels.Conv(2, (2,) * len(filt), 1, "SAME", W_std=0.8, b_std=b_std),
+    )
+    _assert_exact(net, _inputs(shape))
+
+
+def test_masked_conv_transpose_features_match_the_masked_kernel():
+    x = _inputs((3, 5, 2))
+    mask = jnp.zeros((3, 5), bool).at[1, 3:].set(True)
+    net = kernels.ConvTranspose(2, (3,), 2, "SAME", W_std=1.3, b_std=0.2)
+    _assert_exact(net, x, mask=mask)
+
+
+def test_conv_local_is_refused_naming_it():
+    net = kernels.serial(kernels.Conv(2, (2,)), kernels.ConvLocal(2, (2,)))
+    with pytest.raises(NotImplementedError, match="ConvLocal"):
+        kernels.feature_map(net, jax.random.key(0), 8)
