@@ -11,7 +11,8 @@ Three parts (``--part``):
   ``--keys`` keys; a log-log plot with the ``1/sqrt(m)`` guide is written to
   ``features_error.png``.
 * ``large``: NNGP regression with ``N = --n-large`` (default 100 000) training
-  points of ``widebnn.data.teacher_regression`` in 100 dimensions, the ReLU FCN,
+  points in 100 dimensions with a finite draw of the ReLU FCN as the teacher
+  (``examples/large_n_features.py``), the ReLU FCN,
   features of ``--dim`` columns: wall time and peak memory of the features and the
   Woodbury posterior mean (``widebnn.gp.feature_posterior``), test RMSE; and, on a
   10 000-point subset, the exact NNGP posterior (``widebnn.gp.posterior``) against
@@ -43,7 +44,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-from widebnn import data, gp, kernels  # noqa: E402
+from widebnn import gp, kernels  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -170,10 +171,13 @@ def report(label, row):
 
 
 def part_large(args):
+    import sys
+
+    sys.path.insert(0, os.path.join(HERE, "..", "examples"))
+    from large_n_features import teacher_data  # a draw of the network as teacher
+
     n, n_sub = args.n_large, args.n_exact
-    x, y, x_test, f_test = data.teacher_regression(
-        n, jax.random.key(0), d_in=100, noise_std=0.1, n_test=2000
-    )
+    x, y, x_test, f_test = teacher_data(n, 2000, 100)
     net = fcn(kernels.Relu)
     noise = 0.01
     fmap = kernels.feature_map(net, jax.random.key(1), args.dim)

@@ -61,3 +61,18 @@ def test_exact_vs_mcmc_runs_on_tiny_settings(tmp_path):
     sd = float(np.sqrt(np.max(np.asarray(var)))) + result["exact_vs_nngp_sd"]
     z = scipy.stats.norm.isf(1e-3 / (2 * len(grid)))
     assert 0 < result["exact_vs_nngp_mean"] < z * sd / math.sqrt(n_draws), result
+
+
+def test_large_n_features_runs_and_its_gap_to_the_exact_gp_falls_with_dim():
+    """The feature posterior tends to the exact one as ``dim`` grows: 16x more
+    columns should shrink the RMS gap between the two posterior means ~4x
+    (1/sqrt(m)); the test asks for 2x (one key each, so a margin for the spread)."""
+    example = load_example("large_n_features")
+    settings = dict(n=300, n_exact=300, n_test=100, d_in=3, progress=False)
+    small = example.main(dim=256, **settings)
+    large = example.main(dim=4096, **settings)
+    assert large["feature_columns"] == 4097
+    assert large["subset_mean_gap"] < small["subset_mean_gap"] / 2, (small, large)
+    assert large["features_rmse"] == large["features_subset_rmse"]  # n_exact == n
+    with pytest.raises(ValueError, match="n_exact"):
+        example.main(n=10, n_exact=20)
