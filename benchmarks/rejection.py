@@ -60,6 +60,7 @@ def run_cell(model, x, y, bound, num_samples, max_proposals, batch_size, seed):
         post = samplers.rejection(
             model, x, y, num_samples=num_samples, bound=bound, batch_size=batch_size,
             max_proposals=max_proposals, key=jax.random.key(seed), progress=False,
+            max_seconds=None,  # the budget here is max_proposals, not time
         )  # fmt: skip
     except samplers.RejectionBudgetError as error:
         seconds = time.perf_counter() - start
