@@ -8,9 +8,6 @@ from ._aggregate import Aggregate as Aggregate
 from ._attention import GlobalSelfAttention as GlobalSelfAttention
 from ._batching import BatchedKernel as BatchedKernel, batched as batched
 from ._combinators import (
-    FanInConcat as FanInConcat,
-    FanInProd as FanInProd,
-    FanInSum as FanInSum,
     FanOut as FanOut,
     Identity as Identity,
     parallel as parallel,
@@ -34,6 +31,11 @@ from ._exponential import (
     Exp as Exp,
     ExpNormalized as ExpNormalized,
     Gaussian as Gaussian,
+)
+from ._fan_in import (
+    FanInConcat as FanInConcat,
+    FanInProd as FanInProd,
+    FanInSum as FanInSum,
 )
 from ._feature_core import Features as Features, FeatureSpec as FeatureSpec
 from ._features import FeatureMap as FeatureMap, feature_map as feature_map
