@@ -10,93 +10,26 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 from functools import partial
-from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from ._checks import check_key
 from ._convergence import warn_if_unreliable
 from ._ghmc import build_step, ghmc_warmup, init_state, window_warmup
+from ._hmc_config import build_config, momentum_refresh_of
 from ._integrators import gaussian_split, prior_precision
 from ._platform import batch_map, blas_single_threaded
 from ._posterior import Posterior
 from ._progress import report_step, warmup_scope
 from ._readout import exact_readout_params
 from ._reprior import (
-    REPARAMS,
-    check_data,
-    choose_path,
     log_density_fn,
     position_to_params,
-    resolve_kernel_reg,
 )
 from ._run import Checkpoint, run_chunks, run_fingerprint
-
-ALGORITHMS = ("ghmc", "hmc", "nuts")
-INTEGRATORS = ("leapfrog", "gaussian_split")
-
-
-class _Config(NamedTuple):
-    """Static settings of a run (hashable: a ``jit`` static argument)."""
-
-    algorithm: str
-    reparam: str
-    num_chains: int
-    num_warmup: int
-    thin: int
-    step_size: float | None
-    target_acceptance: float
-    momentum_refresh: float | None
-    refresh_time: float
-    num_integration_steps: int
-    max_num_doublings: int
-    initial_step_size: float
-    kernel_reg: float | None
-    path: str
-    store_params: bool
-    exact_readout: bool
-    integrator: str
-    sharding: Any
-
-
-DEFAULT_TARGET = {"ghmc": 0.9, "hmc": 0.8, "nuts": 0.8}
-# GHMC on the hidden weights with the exact readout: larger steps pay (mixing
-# benchmark, width 512: 15-18 % more ESS per gradient at 0.8 than at 0.9).
-DEFAULT_TARGET_EXACT_GHMC = 0.8
-
-
-def _check_int(value, name, minimum):
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    if value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value}.")
-    return int(value)
-
-
-def _check_unit(value, name, *, open_low=True):
-    value = float(value)
-    if not (0 < value <= 1 if open_low else 0 <= value <= 1):
-        raise ValueError(f"{name} must be in (0, 1], got {value}.")
-    return value
-
-
-def _momentum_refresh(config, eps):
-    """GHMC's per-chain beta: fixed, or ``min(1, step_size / refresh_time)``."""
-    if config.momentum_refresh is not None:
-        return jnp.full(jnp.shape(eps), config.momentum_refresh)
-    return jnp.minimum(1.0, eps / config.refresh_time)
-
-
-def _check_positive(value, name):
-    value = float(value)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}.")
-    return value
 
 
 def _initial_positions(model, key, x_shape, config, logdensity):
@@ -121,14 +54,6 @@ def _initial_positions(model, key, x_shape, config, logdensity):
         return jax.lax.while_loop(cond, body, (1, draw(k)))[1]
 
     return jax.vmap(one)(jax.random.split(key, config.num_chains))
-
-
-def _chain_sharding(num_chains):
-    devices = jax.local_devices()
-    if len(devices) < 2 or num_chains % len(devices):
-        return None
-    mesh = jax.sharding.Mesh(np.array(devices), ("chain",))
-    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("chain"))
 
 
 def _put(tree, config):
@@ -176,7 +101,7 @@ def _warmup(model, config, init_key, warm_key, x, y):
     unit = jnp.ones((num_chains, flat_size))
     if config.step_size is not None:
         eps = jnp.full((num_chains,), config.step_size)
-        alpha = _momentum_refresh(config, eps)
+        alpha = momentum_refresh_of(config, eps)
         vstep = jax.vmap(step)
 
         def body(states, xs):
@@ -208,7 +133,7 @@ def _chunk(model, config, size, states, key, x, y, x_pred, eps, imm):
         config.algorithm, logdensity, config, _integrator(model, config, x)
     )
     vstep = jax.vmap(step)
-    alpha = _momentum_refresh(config, eps)
+    alpha = momentum_refresh_of(config, eps)
 
     def transition(states, k):
         keys = jax.random.split(k, num_chains)
@@ -259,39 +184,6 @@ def _chunk(model, config, size, states, key, x, y, x_pred, eps, imm):
         return states, out
 
     return jax.lax.scan(draw, _put(states, config), jax.random.split(key, size))
-
-
-def _resolve_defaults(
-    model, algorithm, reparam, kernel_reg, exact_readout, integrator, target
-):
-    """``(exact_readout, integrator, target_acceptance)`` with ``None`` resolved.
-
-    The defaults are the fastest-mixing choices of the mixing benchmark
-    (``benchmarks/README.md``, "Mixing"): for the repriorised Gaussian model with
-    the exact repriorisation (``kernel_reg = noise_std**2``), the exact readout,
-    the Gaussian-split integrator and (GHMC) target acceptance 0.8; otherwise
-    (``reparam="none"``, another ``kernel_reg``) no exact readout, leapfrog and
-    the algorithm's usual target.
-    """
-    if exact_readout is not None and not isinstance(exact_readout, bool | np.bool_):
-        raise ValueError(
-            f"exact_readout must be True, False or None, got {exact_readout!r}."
-        )
-    if integrator is not None and integrator not in INTEGRATORS:
-        raise ValueError(
-            f"integrator must be one of {INTEGRATORS} or None, got {integrator!r}."
-        )
-    if exact_readout is None:
-        exact_readout = (
-            reparam == "repriorised" and kernel_reg == float(model.noise_std) ** 2
-        )
-    if integrator is None:
-        split = exact_readout and hasattr(model, "prior_std")
-        integrator = "gaussian_split" if split else "leapfrog"
-    if target is None:
-        exact_ghmc = algorithm == "ghmc" and exact_readout
-        target = DEFAULT_TARGET_EXACT_GHMC if exact_ghmc else DEFAULT_TARGET[algorithm]
-    return bool(exact_readout), integrator, target
 
 
 def _sampler_run(fn):
@@ -481,83 +373,32 @@ def hmc(
         (NUTS); Neal 2020, "Non-reversibly updating a uniform [0,1] value for
         Metropolis accept/reject decisions" (GHMC slice).
     """
-    if algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}.")
-    if reparam not in REPARAMS:
-        raise ValueError(f"reparam must be one of {REPARAMS}, got {reparam!r}.")
-    x, y = check_data(model, x, y)
-    x_pred = x if x_pred is None else jnp.asarray(x_pred)
-    if x_pred.ndim != x.ndim or x_pred.shape[1:] != x.shape[1:]:
-        raise ValueError(
-            f"x_pred must have shape (M, *{x.shape[1:]}), got {x_pred.shape}."
-        )
-    check_key(key)
-    exact_readout, integrator, target_acceptance = _resolve_defaults(
+    x, y, x_pred, config, num_samples, chunk_size = build_config(
         model,
-        algorithm,
-        reparam,
-        resolve_kernel_reg(model, kernel_reg) if reparam == "repriorised" else None,
-        exact_readout,
-        integrator,
-        target_acceptance,
-    )
-    if integrator == "gaussian_split" and not hasattr(model, "prior_std"):
-        raise ValueError(
-            "integrator='gaussian_split' needs a model with prior_std(params)."
-        )
-    if exact_readout and reparam != "repriorised":
-        raise ValueError("exact_readout=True needs reparam='repriorised'.")
-    if (
-        exact_readout
-        and kernel_reg is not None
-        and float(kernel_reg) != float(model.noise_std) ** 2
-    ):
-        raise ValueError(
-            f"exact_readout=True needs kernel_reg = noise_std**2 "
-            f"({float(model.noise_std) ** 2}), got {kernel_reg}."
-        )
-    if step_size is not None:
-        step_size = _check_positive(step_size, "step_size")
-    num_chains = _check_int(num_chains, "num_chains", 1)
-    num_samples = _check_int(num_samples, "num_samples", 1)
-    chunk_size = min(_check_int(chunk_size, "chunk_size", 1), num_samples)
-    if momentum_refresh is not None and refresh_time is not None:
-        raise ValueError(
-            "momentum_refresh and refresh_time both given: momentum_refresh fixes "
-            "beta, refresh_time sets beta = min(1, step_size / refresh_time)."
-        )
-    config = _Config(
+        x,
+        y,
+        x_pred,
+        key,
         algorithm=algorithm,
         reparam=reparam,
         num_chains=num_chains,
-        num_warmup=_check_int(num_warmup, "num_warmup", 0),
-        thin=_check_int(thin, "thin", 1),
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        thin=thin,
         step_size=step_size,
-        target_acceptance=_check_unit(target_acceptance, "target_acceptance"),
-        momentum_refresh=(
-            None
-            if momentum_refresh is None
-            else _check_unit(momentum_refresh, "momentum_refresh")
-        ),
-        refresh_time=_check_positive(
-            1.0 if refresh_time is None else refresh_time, "refresh_time"
-        ),
-        num_integration_steps=_check_int(
-            num_integration_steps, "num_integration_steps", 1
-        ),
-        max_num_doublings=_check_int(max_num_doublings, "max_num_doublings", 1),
-        initial_step_size=float(initial_step_size),
-        kernel_reg=(
-            resolve_kernel_reg(model, kernel_reg) if reparam == "repriorised" else None
-        ),
-        path=choose_path(model.width + 1, x.shape[0], path),
-        store_params=bool(store_params),
-        exact_readout=bool(exact_readout),
+        kernel_reg=kernel_reg,
+        path=path,
+        target_acceptance=target_acceptance,
+        momentum_refresh=momentum_refresh,
+        refresh_time=refresh_time,
+        num_integration_steps=num_integration_steps,
+        max_num_doublings=max_num_doublings,
+        initial_step_size=initial_step_size,
+        chunk_size=chunk_size,
+        store_params=store_params,
+        exact_readout=exact_readout,
         integrator=integrator,
-        sharding=_chain_sharding(num_chains),
     )
-    if step_size is None and config.num_warmup == 0:
-        raise ValueError("num_warmup must be >= 1 when step_size is None.")
     settings = config._asdict()
     settings.pop("sharding")
     settings.update(num_samples=num_samples, chunk_size=chunk_size)
@@ -590,7 +431,7 @@ def hmc(
     stats = {k: swap(v) for k, v in out["stats"].items()}
     stats["step_size"] = np.broadcast_to(np.asarray(eps)[:, None], stats["lp"].shape)
     if algorithm == "ghmc":
-        settings["momentum_refresh"] = np.asarray(_momentum_refresh(config, eps))
+        settings["momentum_refresh"] = np.asarray(momentum_refresh_of(config, eps))
     settings["inverse_mass_matrix"] = np.asarray(imm)
     settings["chunk_seconds"] = seconds
     return Posterior(

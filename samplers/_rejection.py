@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ._checks import check_key
-from ._hmc import _check_int
+from ._hmc_config import check_int as _check_int
 from ._platform import batch_map, blas_single_threaded
 from ._rejection_bounds import (
     BOUNDS,

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import threadpoolctl
 import xarray as xr
-from widebnn.samplers import _checks, _convergence, _hmc, _platform
+from widebnn.samplers import _checks, _convergence, _hmc_config, _platform
 
 from widebnn import WideBNN, kernels, samplers
 
@@ -203,7 +203,7 @@ def test_defaults_resolve_by_reparameterisation(
     choices are kept."""
     model, _, _ = linear_problem()
     args = {"exact_readout": None, "integrator": None, "target": None} | given
-    resolved = _hmc._resolve_defaults(
+    resolved = _hmc_config.resolve_defaults(
         model, algorithm, reparam, kernel_reg, *args.values()
     )
     assert resolved == expected
