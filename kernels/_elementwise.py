@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from ._feature_core import Features, FeatureSpec, Unsupported
 from ._kernel import Kernel, Layer, pair_broadcast, stateless_init
-from ._sketch import gaussian_matrix, tensor_srht
+from ._sketch import gaussian_matrix, srht
 
 DualFn = Callable[[jax.Array, jax.Array, jax.Array], jax.Array]
 
@@ -150,25 +150,65 @@ def _apply_dual(k: Kernel, nngp_fn: DualFn, d_nngp_fn: DualFn | None, name: str)
     return out.zero_masked()
 
 
+#: inputs at most this wide get orthogonal projections (one ``m_in x m_in`` QR per
+#: block of columns, ``O(dim m_in^2)``); wider ones i.i.d. Gaussian ones.
+ORTHOGONAL_MAX_WIDTH = 512
+
+
+def _antithetic_projection(key, u: jax.Array, count: int) -> jax.Array:
+    """``count`` Gaussian projections of ``u`` in antithetic pairs ``(g, -g)``.
+
+    Every column is marginally ``u w`` with ``w ~ N(0, I)`` (orthogonal blocks for
+    narrow ``u``), so estimates stay unbiased; pairing ``w`` with ``-w`` cancels the
+    products of the even and odd parts of the activation exactly.
+    """
+    width = u.shape[-1]
+    half = -(-count // 2)
+    orthogonal = width <= ORTHOGONAL_MAX_WIDTH
+    w = gaussian_matrix(key, width, half, u.dtype, orthogonal=orthogonal)
+    g = u @ w
+    return jnp.concatenate([g, -g], axis=-1)[..., :count]
+
+
 def random_feature_rule(
     fn: Callable[[jax.Array], jax.Array],
     name: str,
     derivative: Callable[[jax.Array], jax.Array] | None = None,
+    mean: Callable[[jax.Array], jax.Array] | None = None,
+    slope_mean: Callable[[jax.Array], jax.Array] | None = None,
 ):
     r"""The random-feature rule of an activation with a finite form.
 
     With pre-activation features ``u`` (``u_x . u_y`` the pre-activation covariance)
-    and ``G`` an ``(m, dim)`` matrix of ``N(0, 1)`` entries, ``g = u G`` has columns
-    distributed as the pre-activations, so ``fn(g) / sqrt(dim)`` has inner products
-    whose expectation is the dual :math:`\mathbb E[\phi(u)\phi(v)]` (Cho & Saul
-    2009 for ReLU; Rahimi & Recht 2007) and ``fn'(g) / sqrt(dim)`` estimates the
-    derivative dual. The NTK factor multiplies the incoming NTK: its features are the
-    TensorSRHT sketch of ``ntk (x) fn'(g) / sqrt(dim)`` to ``dim`` columns.
+    and ``w_j ~ N(0, I)``, ``g_j = u . w_j`` are distributed as the pre-activations,
+    so ``fn(g) / sqrt(r)`` over ``r`` columns has inner products whose expectation
+    is the dual :math:`\mathbb E[\phi(u)\phi(v)]` (Rahimi & Recht 2007; Cho & Saul
+    2009 for ReLU), and ``fn'(g)`` columns estimate the derivative dual. The NTK
+    factor multiplies the incoming NTK: column ``k`` of the new NTK features is
+    ``fn'(g_k) h_k(ntk) / sqrt(dim)`` with ``h_k`` a sampled row of a randomized
+    Hadamard transform of the NTK features (independent of ``g``), so
+    ``E[fn'(g_k) fn'(g'_k) h_k h'_k] = \dot{\mathcal V}\,\Theta`` (a TensorSRHT,
+    Ahle et al. 2020, whose second factor is already random and is not rotated).
+
+    Variance reductions, each keeping every column's expectation:
+
+    * the ``w_j`` come in antithetic pairs ``(w, -w)``, orthogonal within blocks
+      when ``u`` is at most ``ORTHOGONAL_MAX_WIDTH`` wide (Yu et al. 2016);
+    * with ``mean`` (:math:`\mu(q) = \mathbb E[\phi(\sqrt q z)]` in closed form),
+      one exact column :math:`\mu(q_x)` plus ``r = dim - 1`` centred columns
+      ``(fn(g) - mu) / sqrt(r)``: :math:`\mathbb E` of their product is
+      :math:`\mathcal V - \mu_x\mu_y`, exactly, and the fluctuation of the mean is
+      gone;
+    * with ``slope_mean`` (:math:`\mathbb E[\phi'(\sqrt q z)]`), the NTK columns are
+      split in half: ``slope_mean * h_k / sqrt(dim/2)`` (an SRHT of the NTK) and
+      ``(fn'(g_k) - slope_mean) h_k / sqrt(dim/2)`` over disjoint rows ``h_k``.
 
     Args:
         fn: the elementwise activation.
         name: the layer name for errors.
         derivative: ``fn'`` elementwise; ``None`` for forward-mode autodiff of ``fn``.
+        mean: ``q -> E[fn(sqrt(q) z)]`` for ``z ~ N(0, 1)``, exact, or ``None``.
+        slope_mean: ``q -> E[fn'(sqrt(q) z)]``, exact, or ``None``.
 
     Returns:
         A feature rule ``(Features, key, FeatureSpec) -> Features``.
@@ -182,14 +222,46 @@ def random_feature_rule(
     def feature_fn(f: Features, key, spec: FeatureSpec) -> Features:
         _check_gaussian(f.is_gaussian, name)
         proj_key, sketch_key = jax.random.split(key)
-        g = f.nngp @ gaussian_matrix(proj_key, f.nngp.shape[-1], spec.dim, f.nngp.dtype)
-        scale = 1.0 / jnp.sqrt(jnp.asarray(spec.dim, g.dtype))
+        u, dtype = f.nngp, f.nngp.dtype
+        centred = mean is not None and spec.dim >= 2
+        count = spec.dim - 1 if centred else spec.dim
+        g = _antithetic_projection(proj_key, u, count)
+        variance = jnp.sum(u * u, axis=-1, keepdims=True)  # (N, *S, 1)
+        values = fn(g)
+        if centred and mean is not None:  # (``mean`` test repeated for mypy)
+            mu = jnp.broadcast_to(jnp.asarray(mean(variance), dtype), variance.shape)
+            values = jnp.concatenate([mu, (values - mu) / _sqrt(count, dtype)], -1)
+        else:
+            values = values / _sqrt(count, dtype)
         ntk = None
         if f.ntk is not None:
-            ntk = tensor_srht(sketch_key, f.ntk, slope(g) * scale, spec.dim)
-        return f.replace(nngp=fn(g) * scale, ntk=ntk, is_gaussian=False).zero_masked()
+            rows = srht(sketch_key, f.ntk, spec.dim) * _sqrt(spec.dim, dtype)
+            slopes = slope(g)
+            if slope_mean is not None and spec.dim >= 2:
+                half = spec.dim // 2
+                rest = spec.dim - half
+                b0 = jnp.broadcast_to(
+                    jnp.asarray(slope_mean(variance), dtype), variance.shape
+                )
+                ntk = jnp.concatenate(
+                    [
+                        b0 * rows[..., :half] / _sqrt(half, dtype),
+                        (slopes[..., :rest] - b0)
+                        * rows[..., half:]
+                        / _sqrt(rest, dtype),
+                    ],
+                    axis=-1,
+                )
+            else:
+                cols = jnp.arange(spec.dim) % count
+                ntk = slopes[..., cols] * rows / _sqrt(spec.dim, dtype)
+        return f.replace(nngp=values, ntk=ntk, is_gaussian=False).zero_masked()
 
     return feature_fn
+
+
+def _sqrt(n: int, dtype) -> jax.Array:
+    return jnp.sqrt(jnp.asarray(n, dtype))
 
 
 def elementwise_layer(
@@ -198,6 +270,10 @@ def elementwise_layer(
     d_nngp_fn: DualFn | None,
     name: str,
     feature_fn=None,
+    *,
+    derivative: Callable[[jax.Array], jax.Array] | None = None,
+    mean: Callable[[jax.Array], jax.Array] | None = None,
+    slope_mean: Callable[[jax.Array], jax.Array] | None = None,
 ) -> Layer:
     """Builds a pointwise nonlinearity from its function and its dual.
 
@@ -209,6 +285,11 @@ def elementwise_layer(
         name: the layer name used in errors.
         feature_fn: the feature rule; by default random features of ``fn``
             (:func:`random_feature_rule`), none when ``fn`` is ``None``.
+        derivative: ``fn'`` elementwise for the NTK features (where autodiff of
+            ``fn`` would be wrong or slow), or ``None``.
+        mean: ``q -> E[fn(sqrt(q) z)]``, exact, or ``None`` (see
+            :func:`random_feature_rule`).
+        slope_mean: ``q -> E[fn'(sqrt(q) z)]``, exact, or ``None``.
 
     Returns:
         A :class:`Layer` without parameters.
@@ -217,7 +298,7 @@ def elementwise_layer(
         if fn is None:
             feature_fn = Unsupported(name, "no finite-width form to featurise")
         else:
-            feature_fn = random_feature_rule(fn, name)
+            feature_fn = random_feature_rule(fn, name, derivative, mean, slope_mean)
 
     def apply(params, x, *, mask=None, key=None, **kwargs):
         del params, key, kwargs

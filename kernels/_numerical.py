@@ -237,4 +237,6 @@ def ElementwiseNumerical(fn: Callable, deg: int, df: Callable | None = None) -> 
     def d_nngp_fn(c, q1, q2):
         return gaussian_expectation(df, df, c, q1, q2, deg)
 
-    return elementwise_layer(fn, nngp_fn, d_nngp_fn, "ElementwiseNumerical")
+    return elementwise_layer(
+        fn, nngp_fn, d_nngp_fn, "ElementwiseNumerical", derivative=df
+    )

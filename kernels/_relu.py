@@ -108,7 +108,25 @@ def ABRelu(a: float, b: float, do_stabilize: bool = False) -> Layer:
     def fn(x):
         return a * jnp.minimum(x, 0.0) + b * jnp.maximum(x, 0.0)
 
-    return elementwise_layer(fn, nngp_fn, d_nngp_fn, "ABRelu")
+    def derivative(x):
+        return jnp.where(x > 0, b, a).astype(x.dtype)
+
+    def mean(q):
+        # E[phi(sqrt(q) z)] = (b - a) sqrt(q / (2 pi)); E[phi'] = (a + b) / 2.
+        return (b - a) * jnp.sqrt(q / (2 * jnp.pi))
+
+    def slope_mean(q):
+        return jnp.full_like(q, (a + b) / 2)
+
+    return elementwise_layer(
+        fn,
+        nngp_fn,
+        d_nngp_fn,
+        "ABRelu",
+        derivative=derivative,
+        mean=mean,
+        slope_mean=slope_mean,
+    )
 
 
 def Relu(do_stabilize: bool = False) -> Layer:

@@ -54,4 +54,7 @@ def Sign() -> Layer:
     Returns:
         A :class:`Layer` without parameters.
     """
-    return elementwise_layer(jnp.sign, sign_nngp, sign_d_nngp, "Sign")
+    # Random features follow the kernel: the NTK features through Sign are 0.
+    return elementwise_layer(
+        jnp.sign, sign_nngp, sign_d_nngp, "Sign", derivative=jnp.zeros_like
+    )
