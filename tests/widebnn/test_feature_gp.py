@@ -259,7 +259,13 @@ def test_float32_features_are_accumulated_in_float64(data, random_fmap):
     )
     assert post.statistics.gram.dtype == jnp.float64
     gram, _, _ = _one_pass_statistics(random_fmap, x_train.astype(jnp.float32), y)
-    np.testing.assert_allclose(post.statistics.gram, gram, rtol=1e-6)
+    # The float32 features of a block and of one pass may differ by rounding
+    # (another fusion): entry (i, j) by up to ~eps32 * sum_n |phi_ni phi_nj| <=
+    # eps32 * sqrt(G_ii G_jj) (Cauchy-Schwarz) per unit of relative feature error;
+    # allowed: 8x that.
+    scale = np.sqrt(np.outer(np.diag(gram), np.diag(gram)))
+    error = np.abs(np.asarray(post.statistics.gram) - np.asarray(gram))
+    assert np.all(error <= 8 * np.finfo(np.float32).eps * scale), error.max()
     mean, var = post.predict(x_test.astype(jnp.float32), progress=False)
     assert mean.dtype == var.dtype == jnp.float64
 
