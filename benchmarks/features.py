@@ -120,7 +120,7 @@ def part_error(args):
             print(
                 f"{name:10s} dim {dim:5d}  widths {widths[0]:5d}/{widths[1]:5d}  "
                 f"NNGP {row['nngp_error']:.4f}  NTK {row['ntk_error']:.4f}  "
-                f"({row['seconds']:.2f} s, first key incl. compile)",
+                f"({row['seconds']:.2f} s, median over keys; the first compiles)",
                 flush=True,
             )
     plot_errors(rows, os.path.join(HERE, "features_error.png"))

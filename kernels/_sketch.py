@@ -97,18 +97,26 @@ def _row_width(d: int, m_out: int) -> int:
 
 
 def _hadamard_rows(key: jax.Array, x: jax.Array, width: int) -> jax.Array:
-    """``sum_c H D_c x_c`` over the last axis: ``x`` zero-padded and cut into chunks
-    ``x_c`` of ``width`` coordinates, each with its own random signs ``D_c``.
+    """``sum_c H D_c x_c`` over the last axis: ``x``'s coordinates randomly permuted,
+    zero-padded and cut into chunks ``x_c`` of ``width`` coordinates, each with its
+    own random signs ``D_c``.
 
     Every output coordinate ``h_i`` satisfies ``E[h_i(x) h_i(y)] = x . y`` (chunks
     with independent signs add no bias). Folding ``d`` coordinates into a Hadamard
     size below ``d`` (e.g. 8193 into 8192 rather than padding to 16384) keeps the
     sampled rows a larger fraction of all rows; sampling without replacement then
-    removes more of the variance.
+    removes more of the variance. The permutation matters when folding: without it,
+    coordinate ``k`` of every chunk lands on the same row, and structured features
+    (a convolution's window of copies of one layer's features, each with its large
+    mean and bias columns at the same offsets) collide there with a cross-term
+    variance that does not fall with ``width``.
     """
     d = x.shape[-1]
     chunks = math.ceil(d / width)
-    signs = jax.random.rademacher(key, (chunks, width), dtype=x.dtype)
+    sign_key, permutation_key = jax.random.split(key)
+    if chunks > 1:
+        x = x[..., jax.random.permutation(permutation_key, d)]
+    signs = jax.random.rademacher(sign_key, (chunks, width), dtype=x.dtype)
     padded = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, chunks * width - d)])
     signs = signs.reshape((1,) * (x.ndim - 1) + (chunks, width))
     padded = padded.reshape(*x.shape[:-1], chunks, width) * signs

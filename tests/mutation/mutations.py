@@ -270,4 +270,17 @@ MUTATIONS: tuple[Mutation, ...] = (
         (f"{GP}::test_posterior_with_callable_kernel_matches_sklearn_rbf",),
         "GP posterior mean with L^{-1} y instead of (L L^T)^{-1} y",
     ),
+    Mutation(
+        "sketch-fold-without-permutation",
+        "kernels/_sketch.py",
+        "        x = x[..., jax.random.permutation(permutation_key, d)]",
+        "        pass",
+        (
+            "tests/kernels/test_features_conv.py"
+            "::test_projected_window_error_falls_with_dim",
+        ),
+        "SRHT folds a wide input into one Hadamard size without permuting it: "
+        "aligned columns of a convolution window collide and the error stops "
+        "falling with dim",
+    ),
 )
