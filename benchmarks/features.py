@@ -129,6 +129,7 @@ def part_error(args):
 
 def plot_errors(rows, path):
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -150,6 +151,7 @@ def plot_errors(rows, path):
         guide = first[f"{kind}_error"] * np.sqrt(first[f"m_{kind}"] / m)
         ax.loglog(m, guide, "k--", lw=1, label=r"$\propto 1/\sqrt{m}$")
         ax.axhline(0.05, color="grey", lw=0.8, ls=":")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(f"feature columns m ({kind.upper()})")
         ax.set_title(f"{kind.upper()} features")
     axes[0].set_ylabel(r"$\|\Phi\Phi^\top - K\|_F / \|K\|_F$")
@@ -259,7 +261,7 @@ def part_cnn(args):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=["error", "large", "cnn"], required=True)
+    parser.add_argument("--part", choices=["error", "large", "cnn"])
     parser.add_argument(
         "--dims", type=int, nargs="+", default=[256, 512, 1024, 2048, 4096]
     )
@@ -271,12 +273,21 @@ def main(argv=None):
     parser.add_argument("--n-cnn", type=int, default=1500)
     parser.add_argument("--cnn-dims", type=int, nargs="+", default=[256, 1024])
     parser.add_argument("--json", help="write the results here")
+    parser.add_argument(
+        "--plot-from", help="redraw features_error.png from a --part error JSON file"
+    )
     args = parser.parse_args(argv)
+    if args.plot_from:
+        with open(args.plot_from) as handle:
+            plot_errors(json.load(handle), os.path.join(HERE, "features_error.png"))
+        return
     print(
         f"{platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
         f"jax {jax.__version__}, load {os.getloadavg()[0]:.1f}",
         flush=True,
     )
+    if args.part is None:
+        parser.error("--part is required (or --plot-from)")
     result = {"error": part_error, "large": part_large, "cnn": part_cnn}[args.part](
         args
     )
