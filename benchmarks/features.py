@@ -243,9 +243,14 @@ def part_cnn(args):
         fmap = kernels.feature_map(net, jax.random.key(1), dim)
         start = time.perf_counter()
         fpost = gp.feature_posterior(
-            fmap, x_train, y_train, noise_var=noise, progress=False
+            fmap,
+            x_train,
+            y_train,
+            noise_var=noise,
+            block_size=args.block_size,
+            progress=False,
         )
-        fmean = fpost.predict(x_test, full_cov=False).mean
+        fmean = fpost.predict(x_test, full_cov=False, progress=False).mean
         jax.block_until_ready(fmean)
         seconds = time.perf_counter() - start
         results[f"features dim {dim}"] = dict(
@@ -272,6 +277,18 @@ def main(argv=None):
     parser.add_argument("--dim", type=int, default=2048)
     parser.add_argument("--n-cnn", type=int, default=1500)
     parser.add_argument("--cnn-dims", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument(
+        "--block-size",
+        type=int,
+        default=128,
+        help="rows per block of the CNN feature GP (a conv window of |f| dim "
+        "columns per position is held before its projection)",
+    )
+    parser.add_argument(
+        "--exact-seconds",
+        type=float,
+        help="skip the exact CNN run and use this time (from an earlier run)",
+    )
     parser.add_argument("--json", help="write the results here")
     parser.add_argument(
         "--plot-from", help="redraw features_error.png from a --part error JSON file"

@@ -84,7 +84,12 @@ def gaussian_matrix(
         norms = jnp.linalg.norm(jax.random.normal(n_key, (m_in, m_in), dtype), axis=0)
         return q * norms[None, :]
 
-    blocks = jax.vmap(block)(jax.random.split(key, n_blocks))  # (n_blocks, m_in, m_in)
+    # One QR at a time (lax.map, not vmap): batched factorisations running at the
+    # same time on several CPU devices deadlock XLA's thread pool on small machines
+    # (seen with jaxlib 0.10 under shard_map on 2 cores).
+    blocks = jax.lax.map(
+        block, jax.random.split(key, n_blocks)
+    )  # (n_blocks, m_in, m_in)
     return jnp.moveaxis(blocks, 0, 1).reshape(m_in, n_blocks * m_in)[:, :m_out]
 
 
