@@ -50,8 +50,14 @@ def test_activation_features_are_unbiased(name):
         a, b = kernels.feature_map(net, key, 16)(x)
         return a @ a.T, b @ b.T
 
+    # Features of fast-growing activations (cubes: degree-6 products in the Gram)
+    # are heavy-tailed, and a t-test on 64 keys then fails far more often than its
+    # stated rate (Monomial3: 5.4 standard errors with 64 keys; max 2.9 over the 36
+    # entries with 1024 keys, two seeds): they get 512.
+    heavy = any(word in name for word in ("Monomial", "Polynomial", "Hermite", "Exp"))
+    n_keys = 512 if heavy else N_KEYS
     grams_nngp, grams_ntk = jax.lax.map(
-        gram, jax.random.split(jax.random.key(1), N_KEYS)
+        gram, jax.random.split(jax.random.key(1), n_keys)
     )
     _assert_unbiased(grams_nngp, k_nngp, f"{name} nngp")
     _assert_unbiased(grams_ntk, k_ntk, f"{name} ntk")
