@@ -32,20 +32,12 @@ def fan_in_branches(fs, name: str) -> list[Features]:
 
 
 def _check_same_feature_shapes(fs, name: str) -> None:
-    shapes = [tuple(f.shape) for f in fs]
-    if any(s != shapes[0] for s in shapes[1:]):
-        raise ValueError(f"{name}: branch shapes differ: {shapes}.")
+    _check_same_shapes([tuple(f.shape) for f in fs], name)
 
 
 def _merged_mask(fs) -> jax.Array | None:
     """A position is padding if it is padding in any branch."""
-    masks = [f.mask for f in fs if f.mask is not None]
-    if not masks:
-        return None
-    out = masks[0]
-    for m in masks[1:]:
-        out = jnp.logical_or(out, m)
-    return out
+    return _combine_masks([f.mask for f in fs])
 
 
 def _concat(values):
