@@ -44,3 +44,19 @@ def pytest_collection_modifyitems(config, items):
         rel = item.nodeid
         if rel in slow or rel.split("[", 1)[0] in slow:
             item.add_marker(pytest.mark.slow)
+
+
+# --- compiled code is released after every test module -------------------------------
+# Each XLA:CPU executable maps ~3 memory regions, and JAX keeps every executable in its
+# caches for the life of the process. A pytest-xdist worker of the full suite compiled
+# enough to pass the kernel's limit of 65,530 mappings (`vm.max_map_count`), and the
+# next compilation segfaulted inside XLA (seen in CI: a worker died in
+# test_digits_nngp_runs_on_tiny_settings, which passes on its own). Clearing the caches
+# between modules returns the mappings; tests within a module still share compilations.
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_code():
+    yield
+    jax.clear_caches()
