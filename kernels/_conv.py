@@ -62,6 +62,25 @@ def shared_filter_output(z, params, W_std, b_std, standard, fan_in):
     return z
 
 
+def _padded(x, geometry, padding):
+    """``x`` padded by each spatial axis's ``pads`` (zeros, or wrapped around for
+    ``"circular"``)."""
+    widths = [(0, 0), *(g[3] for g in geometry), (0, 0)]
+    return jnp.pad(x, widths, mode="wrap" if padding == "circular" else "constant")
+
+
+def _offsets(geometry):
+    """Every filter offset ``d``, one tuple of per-axis offsets each."""
+    return list(itertools.product(*(range(g[0]) for g in geometry)))
+
+
+def _window_limits(x, geometry):
+    """Sizes and strides of the slice ``x[s i + d]`` over the outputs ``i``."""
+    sizes = [x.shape[0], *(s * (out - 1) + 1 for _, s, out, _ in geometry)]
+    strides = [1, *(s for _, s, _, _ in geometry), 1]
+    return [*sizes, x.shape[-1]], strides
+
+
 def window_features(x, geometry, padding):
     """The features of every filter window, concatenated over the filter offsets.
 
@@ -77,17 +96,61 @@ def window_features(x, geometry, padding):
         inner products of windows are the window sums of the positions' inner
         products: the operator ``|f| A`` of the module docstring.
     """
-    widths = [(0, 0), *(g[3] for g in geometry), (0, 0)]
-    x = jnp.pad(x, widths, mode="wrap" if padding == "circular" else "constant")
+    x = _padded(x, geometry, padding)
+    sizes, strides = _window_limits(x, geometry)
     blocks = []
-    for offsets in itertools.product(*(range(g[0]) for g in geometry)):
-        start, limit, stride = [0] * x.ndim, list(x.shape), [1] * x.ndim
-        for axis, (_, s, out, _), d in zip(
-            range(1, x.ndim - 1), geometry, offsets, strict=True
-        ):
-            start[axis], limit[axis], stride[axis] = d, d + s * (out - 1) + 1, s
-        blocks.append(jax.lax.slice(x, start, limit, stride))
+    for offsets in _offsets(geometry):
+        start = [0, *offsets, 0]
+        limit = [a + b for a, b in zip(start, sizes, strict=True)]
+        blocks.append(jax.lax.slice(x, start, limit, strides))
     return jnp.concatenate(blocks, axis=-1)
+
+
+def projected_window_features(key, x, geometry, padding, dim):
+    """A sketch of :func:`window_features` to ``dim`` columns, one offset at a time.
+
+    ``sum_d S_d x[s i + d - p]`` with an independent SRHT ``S_d: m -> dim`` per
+    filter offset ``d``: the sketch of the concatenation whose column blocks are
+    the ``S_d``, unbiased (``E[S_d^T S_d] = I``, and independent ``S_d`` leave the
+    cross terms of different offsets mean-zero), without forming the ``|f| m``
+    concatenated columns. The offsets are a ``lax.scan``, so the largest
+    intermediate is one offset's ``(N, *S_out, max(m, dim))``-sized transform,
+    whatever the filter size. Independent sketches per offset also keep the
+    aligned columns of the window's copies of one layer (their mean and bias
+    columns) from sharing rows.
+
+    An SRHT rather than a Gaussian matrix even for narrow ``m``: for ``m <= dim``
+    it stacks ``dim / 2^ceil(log2 m)`` independently signed Hadamard transforms,
+    each an exact isometry of the ``m`` inputs (so ``S_d^T S_d`` is ``I`` up to
+    the last, partly sampled block: less variance than Gaussian columns, and
+    ``O(dim log m)`` per position instead of ``O(dim m)``).
+
+    Args:
+        key: PRNG key; split into one key per offset.
+        x: ``(N, *S, m)`` features per position.
+        geometry: per spatial axis ``(f, s, out, pads)``.
+        padding: as in :func:`window_features`.
+        dim: static; output columns.
+
+    Returns:
+        ``(N, *S_out, dim)``, with ``E[z_i . z'_j]`` the inner product of the
+        windows of :func:`window_features`.
+    """
+    x = _padded(x, geometry, padding)
+    sizes, strides = _window_limits(x, geometry)
+    offsets = _offsets(geometry)
+    starts = jnp.asarray([[0, *d, 0] for d in offsets], jnp.int32)
+    keys = jax.random.split(key, len(offsets))
+
+    def add_offset(total, start_and_key):
+        start, offset_key = start_and_key
+        window = jax.lax.dynamic_slice(x, list(start), sizes)
+        shifted = jax.lax.slice(window, [0] * x.ndim, sizes, strides)
+        return total + srht(offset_key, shifted, dim), None
+
+    out_shape = (x.shape[0], *(g[2] for g in geometry), dim)
+    total, _ = jax.lax.scan(add_offset, jnp.zeros(out_shape, x.dtype), (starts, keys))
+    return total
 
 
 def shared_filter_features(
@@ -96,10 +159,12 @@ def shared_filter_features(
     """Features after a shared-filter layer (nngp and ntk; mask and shape unset).
 
     The feature operator of :func:`~widebnn.kernels._affine.affine_features` is
-    ``window_features(prepare(u)) / sqrt(|f|)``, projected to ``spec.dim``
-    columns by an SRHT (independent keys for ``nngp`` and ``ntk``, the same
-    projection at every position and for every input, so it is unbiased for every
-    pair) when its ``|f| m`` columns exceed ``spec.dim``.
+    ``window_features(prepare(u)) / sqrt(|f|)`` (exact) when its ``|f| m``
+    columns fit in ``spec.dim``, else its sketch to ``spec.dim`` columns by
+    :func:`projected_window_features` (one independent SRHT per filter offset,
+    summed; independent keys for ``nngp`` and ``ntk``; the same projection at
+    every position and for every input, so it is unbiased for every pair), which
+    never forms the ``|f| m`` columns: its memory does not grow with ``|f|``.
 
     Args:
         f: the input features.
@@ -118,11 +183,13 @@ def shared_filter_features(
     def a(x, which):
         if prepare is not None:
             x = prepare(x)
-        windows = window_features(x, geometry, padding)
-        windows = windows / jnp.sqrt(jnp.asarray(filter_size, windows.dtype))
-        if windows.shape[-1] > spec.dim:
-            windows = srht(keys[which], windows, spec.dim)
-        return windows
+        if filter_size * x.shape[-1] > spec.dim:
+            windows = projected_window_features(
+                keys[which], x, geometry, padding, spec.dim
+            )
+        else:
+            windows = window_features(x, geometry, padding)
+        return windows / jnp.sqrt(jnp.asarray(filter_size, windows.dtype))
 
     return affine_features(f, a, **affine)
 
