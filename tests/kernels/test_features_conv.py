@@ -13,6 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from _helpers import assert_within_stderr, slow_except_first
+from jax.sharding import Mesh, PartitionSpec
 from widebnn.kernels._conv import projected_window_features, window_features
 
 from widebnn import kernels
@@ -140,6 +141,23 @@ def test_projected_features_do_not_depend_on_the_batch():
     np.testing.assert_allclose(part, full[1:3], rtol=1e-12, atol=1e-12)
     single, _ = fmap(x.astype(jnp.float32))
     assert single.dtype == jnp.float32
+
+
+def test_projected_conv_features_under_sharded_rows():
+    # gp.feature_posterior splits each block's rows over the devices with
+    # shard_map: the offset-by-offset sum must trace there (its carry varies over
+    # the rows) and give each row the features it has on one device.
+    net = kernels.Conv(2, (3,), padding="SAME", W_std=1.5, b_std=0.1)
+    fmap = kernels.feature_map(net, jax.random.key(2), 4)  # 6 columns > 4
+    x = _inputs((8, 5, 2))
+    mesh = Mesh(np.asarray(jax.local_devices()), ("rows",))
+    sharded = jax.shard_map(
+        lambda x: fmap(x, get="nngp"),
+        mesh=mesh,
+        in_specs=PartitionSpec("rows"),
+        out_specs=PartitionSpec("rows"),
+    )
+    np.testing.assert_allclose(sharded(x), fmap(x, get="nngp"), rtol=1e-12, atol=1e-12)
 
 
 def _temp_bytes(filter_shape, *, n=16, side=8, m=64, dim=64):
