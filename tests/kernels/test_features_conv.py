@@ -133,9 +133,9 @@ def test_window_by_window_projection_is_unbiased(case):
 
 def test_projected_features_do_not_depend_on_the_batch():
     # the sketches are drawn from the key and the widths only
-    net = kernels.Conv(2, (3, 3), 2, "SAME", W_std=1.3, b_std=0.2)
-    fmap = kernels.feature_map(net, jax.random.key(3), 8)
-    x = _inputs((4, 5, 5, 4))
+    net = kernels.Conv(2, (3,), 2, "SAME", W_std=1.3, b_std=0.2)
+    fmap = kernels.feature_map(net, jax.random.key(3), 8)  # 12 columns > 8
+    x = _inputs((4, 5, 4))
     full, _ = fmap(x)
     part, _ = fmap(x[1:3])
     np.testing.assert_allclose(part, full[1:3], rtol=1e-12, atol=1e-12)
@@ -251,27 +251,23 @@ def test_conv_local_is_refused_naming_it():
 def test_aligned_columns_of_the_offsets_do_not_collide():
     """Every position's features are one large column at the same index (as the
     exact mean column of ReLU features is): the window sketches' cross terms of
-    different offsets must fall like 1/sqrt(dim). With one SRHT per offset and
-    no permutation of the columns, that column met the all-ones Hadamard column
-    in every offset and the error was 76 % at dim 64 and at dim 1024."""
-    geometry = [(3, 1, 6, (1, 1))]  # |f| = 3, stride 1, 6 outputs, SAME
-    scale = 1 + 0.5 * _inputs((2, 6))
+    different offsets must be O(1/sqrt(dim)). With one SRHT per offset and no
+    permutation of each offset's columns, that column met the all-ones Hadamard
+    column in every offset: a relative error of 76 % at dim 64, 256 and 1024.
+    With it, RMS over 64 keys 17 %, 6.3 % and 3.9 %; asked for: < 25 % at dim 256
+    (RMS over 16 keys)."""
+    dim, geometry = 256, [(3, 1, 6, (1, 1))]  # |f| = 3, stride 1, 6 outputs, SAME
+    x = jnp.zeros((2, 6, dim)).at[..., 0].set(1 + 0.5 * _inputs((2, 6)))
+    exact = window_features(x, geometry, "same").reshape(12, -1)
+    exact = exact @ exact.T
 
-    def rms_error(dim):
-        x = jnp.zeros((2, 6, dim)).at[..., 0].set(scale)
-        exact = window_features(x, geometry, "same").reshape(12, -1)
-        exact = exact @ exact.T
+    def error(key):
+        z = projected_window_features(key, x, geometry, "same", dim).reshape(12, -1)
+        return jnp.linalg.norm(z @ z.T - exact) / jnp.linalg.norm(exact)
 
-        def error(key):
-            z = projected_window_features(key, x, geometry, "same", dim)
-            z = z.reshape(12, -1)
-            return jnp.linalg.norm(z @ z.T - exact) / jnp.linalg.norm(exact)
-
-        errors = jax.vmap(error)(jax.random.split(jax.random.key(0), 16))
-        return float(jnp.sqrt(jnp.mean(errors**2)))
-
-    small, large = rms_error(64), rms_error(1024)  # measured 0.17 and 0.04
-    assert large < small / 2 and large < 0.15, (small, large)
+    errors = jax.jit(jax.vmap(error))(jax.random.split(jax.random.key(0), 16))
+    rms = float(jnp.sqrt(jnp.mean(errors**2)))
+    assert rms < 0.25, rms
 
 
 @pytest.mark.slow
