@@ -121,7 +121,8 @@ def test_projected_conv_features_are_unbiased(param):
 WINDOW_BY_WINDOW_CASES = [("SAME", (2, 2)), ("VALID", (2, 1)), ("SAME", 1)]
 
 
-@pytest.mark.parametrize("case", slow_except_first(WINDOW_BY_WINDOW_CASES))
+@pytest.mark.slow  # the fast case: test_projected_conv_features_are_unbiased[ntk]
+@pytest.mark.parametrize("case", WINDOW_BY_WINDOW_CASES)
 def test_window_by_window_projection_is_unbiased(case):
     padding, strides = case
     net = kernels.serial(
