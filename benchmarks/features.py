@@ -242,13 +242,9 @@ def part_cnn(args):
     for dim in args.cnn_dims:
         fmap = kernels.feature_map(net, jax.random.key(1), dim)
         start = time.perf_counter()
+        blocks = {} if args.block_size is None else {"block_size": args.block_size}
         fpost = gp.feature_posterior(
-            fmap,
-            x_train,
-            y_train,
-            noise_var=noise,
-            block_size=args.block_size,
-            progress=False,
+            fmap, x_train, y_train, noise_var=noise, progress=False, **blocks
         )
         fmean = fpost.predict(x_test, full_cov=False, progress=False).mean
         jax.block_until_ready(fmean)
@@ -280,9 +276,8 @@ def main(argv=None):
     parser.add_argument(
         "--block-size",
         type=int,
-        default=128,
-        help="rows per block of the CNN feature GP (a conv window of |f| dim "
-        "columns per position is held before its projection)",
+        default=None,
+        help="rows per block of the CNN feature GP (default: gp.feature_posterior's)",
     )
     parser.add_argument(
         "--exact-seconds",

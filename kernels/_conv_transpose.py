@@ -72,8 +72,9 @@ def ConvTranspose(
 
     Features: the input features dilated by the stride (zero columns between
     positions, whose inner products are the dilated covariance), then the window
-    concatenation of :func:`~widebnn.kernels.Conv` with stride 1 (exact, projected
-    to ``dim`` columns by an SRHT when wider; widths as for ``Conv``).
+    concatenation of :func:`~widebnn.kernels.Conv` with stride 1 (exact; when
+    wider than ``dim``, sketched to ``dim`` columns offset by offset as for
+    ``Conv``; widths as for ``Conv``).
 
     Args:
         out_chan: static; output channels of the finite layer.

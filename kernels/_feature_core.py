@@ -29,7 +29,7 @@ class FeatureSpec(NamedTuple):
 
     Attributes:
         dim: feature columns produced by each random layer (activations, the
-            projection after a convolution's window concatenation); see
+            sketch of a convolution's window when it is wider); see
             :func:`widebnn.kernels.feature_map` for the resulting widths.
         method: how activations are featurised (``"random"``).
     """

@@ -131,8 +131,9 @@ def feature_map(
     Built layer by layer in the same recursion as the kernel (Zandieh et al. 2021;
     Han et al. 2022): affine layers (``Dense``) are exact (concatenations and
     scalings); a convolution (``Conv``, ``ConvTranspose``) concatenates the
-    features of each filter window, exactly, and projects them back to ``dim``
-    columns by an SRHT when they are wider (unbiased); each activation draws
+    features of each filter window, exactly, and when they are wider than ``dim``
+    sketches the window to ``dim`` columns instead, one independent SRHT per filter
+    offset, summed (unbiased; the window is never formed); each activation draws
     ``dim`` Gaussian projections of its pre-activation features and applies the
     activation (for ReLU these are the arc-cosine random features of Cho & Saul
     2009), and sketches the NTK's product with the activation's derivative by a
@@ -156,7 +157,7 @@ def feature_map(
     ``[sqrt(C) nngp, W ntk, 1]`` (``"standard"``). So ``Dense - act - ... - Dense``
     with a bias gives ``m_nngp = dim + 1`` and ``m_ntk = 2 dim + 1``. A
     convolution with filter size ``|f|`` maps ``m`` columns to ``min(|f| m, dim)``
-    (the window concatenation, projected when wider than ``dim``) and then appends
+    (the window concatenation, or its sketch when wider than ``dim``) and then appends
     the bias and NTK columns as ``Dense`` does; its features keep the spatial axes,
     ``(N, *S_out, m')``, and are 0 at padded positions.
 
