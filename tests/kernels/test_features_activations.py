@@ -170,6 +170,21 @@ def test_srht_is_unbiased(d, m_out):
     _assert_unbiased(_sketch_grams(gram), x @ x.T, "srht")
 
 
+def test_srht_folding_separates_aligned_coordinates():
+    """24 coordinates fold into one Hadamard size 16 (two chunks), and 16 sampled
+    rows are all of them: an exact isometry of the folded vector. ``x = e_0 + e_16``
+    has its two spikes at the same offset of the two chunks: folded without a
+    permutation they always share a row (``|z|^2`` is 0 or 4, never ``|x|^2 = 2``);
+    permuted, they share one with probability 8 / C(24, 2) = 2.9 %, so over 32 keys
+    more than 6 collisions has probability < 1e-5 (binomial tail)."""
+    x = jnp.zeros((1, 24)).at[0, 0].set(1.0).at[0, 16].set(1.0)
+    norms = jax.vmap(lambda k: jnp.sum(_sketch.srht(k, x, 16) ** 2))(
+        jax.random.split(jax.random.key(3), 32)
+    )
+    collisions = int(jnp.sum(jnp.abs(norms - 2.0) > 1e-9))
+    assert collisions <= 6, np.asarray(norms)
+
+
 @pytest.mark.parametrize("d1, d2, m_out", [(5, 3, 4), (9, 17, 8)])
 def test_tensor_srht_is_unbiased(d1, d2, m_out):
     kx, ky = jax.random.split(jax.random.key(0))

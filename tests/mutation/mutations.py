@@ -117,8 +117,8 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "conv-features-without-window-scale",
         "kernels/_conv.py",
-        "windows = windows / jnp.sqrt(jnp.asarray(filter_size, windows.dtype))",
-        "windows = windows",
+        "return windows / jnp.sqrt(jnp.asarray(filter_size, windows.dtype))",
+        "return windows",
         ("tests/kernels/test_features_conv.py::test_linear_conv_features_are_exact",),
         "Conv features concatenate the window without the 1/sqrt(|f|) scale",
     ),
@@ -199,13 +199,11 @@ MUTATIONS: tuple[Mutation, ...] = (
     Mutation(
         "checkpoint-float32-leaves",
         "samplers/_run.py",
-        'arrays = {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}',
-        'arrays = {f"leaf_{i:04d}": np.asarray(leaf, np.float32) '
+        'return {f"leaf_{i:04d}": np.asarray(leaf) for i, leaf in enumerate(leaves)}',
+        'return {f"leaf_{i:04d}": np.asarray(leaf, np.float32) '
         "for i, leaf in enumerate(leaves)}",
         ("tests/samplers/test_checkpoint.py::test_resume_after_kill_between_chunks",),
         "sampler checkpoints written as float32 (resumed chains lose precision)",
-        note="samplers/_run.py is being edited on other branches; refresh after "
-        "the merge.",
     ),
     Mutation(
         "rejection-key-reuse",
@@ -276,11 +274,23 @@ MUTATIONS: tuple[Mutation, ...] = (
         "        x = x[..., jax.random.permutation(permutation_key, d)]",
         "        pass",
         (
-            "tests/kernels/test_features_conv.py"
-            "::test_projected_window_error_falls_with_dim",
+            "tests/kernels/test_features_activations.py"
+            "::test_srht_folding_separates_aligned_coordinates",
         ),
         "SRHT folds a wide input into one Hadamard size without permuting it: "
-        "aligned columns of a convolution window collide and the error stops "
-        "falling with dim",
+        "aligned columns of the chunks collide on one row, an error that does "
+        "not fall with dim",
+    ),
+    Mutation(
+        "conv-offsets-without-permutation",
+        "kernels/_conv.py",
+        "return srht(sketch_key, shifted[..., columns], dim)",
+        "return srht(sketch_key, shifted, dim)",
+        (
+            "tests/kernels/test_features_conv.py"
+            "::test_aligned_columns_of_the_offsets_do_not_collide",
+        ),
+        "conv features sketched offset by offset without permuting each offset's "
+        "columns: the mean columns of every offset meet the same Hadamard column",
     ),
 )
