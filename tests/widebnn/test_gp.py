@@ -5,9 +5,8 @@ Oracles:
 * scikit-learn's ``GaussianProcessRegressor`` (its own RBF kernel, or a
   precomputed matrix through an index kernel) for posterior means, covariances
   and log marginal likelihoods;
-* a numpy re-implementation of the deep ReLU NNGP/NTK recursion (arc-cosine
-  kernel, written with ``arccos`` independently of the library's ``arctan2``
-  form) feeding numpy formulas and ``scipy.optimize``;
+* a numpy re-implementation of the deep ReLU NNGP/NTK recursion
+  (``tests/_support/relu_gp_oracle.py``) feeding numpy formulas;
 * ``scipy.integrate.solve_ivp`` on the linear ODE of gradient flow for the NTK
   gradient-descent predictive; ``numpy.linalg.solve`` for its ``t = inf`` limit;
 * finite networks trained with ``optax.sgd`` (statistical test, ``slow``).
@@ -25,49 +24,16 @@ import pytest
 import scipy.integrate
 import scipy.optimize
 from _helpers import TraceCounter, bonferroni_t_quantile
+from relu_gp_oracle import B_STD, W_STD, data as _data, relu_kernels_numpy, relu_network
 from sklearn.gaussian_process import GaussianProcessRegressor
 from sklearn.gaussian_process.kernels import RBF, Kernel as SklearnKernel
 
 from widebnn import gp, kernels
 
-W_STD, B_STD = 1.4, 0.3
 # The library's ReLU NTK diagonal k(x_i, x_i) carries a round-off of order sqrt(eps)
 # relative when compiled (the angle arctan2(sqrt(q^2 - c^2), c) at c = q within one
 # ulp, ~1e-8), so comparisons that go through the NTK use this tolerance.
 NTK_RTOL = 1e-6
-
-
-# ----------------------------------------------------------------- references
-
-
-def relu_kernels_numpy(x1, x2, w_std, b_std, depth):
-    """NNGP and NTK of ``depth`` x (Dense, Relu) then Dense, NTK parameterisation."""
-    symmetric = x2 is None
-    x2 = x1 if symmetric else x2
-    d = x1.shape[1]
-    k12 = w_std**2 / d * x1 @ x2.T + b_std**2
-    k11 = w_std**2 / d * np.sum(x1**2, 1) + b_std**2
-    k22 = w_std**2 / d * np.sum(x2**2, 1) + b_std**2
-    t12 = k12
-    for _ in range(depth):
-        norm = np.sqrt(np.outer(k11, k22))
-        cos = np.clip(k12 / norm, -1.0, 1.0)
-        cos = np.where(cos > 1 - 1e-12, 1.0, cos)  # equal inputs: exactly 1
-        theta = np.arccos(cos)
-        v = norm * (np.sin(theta) + (np.pi - theta) * cos) / (2 * np.pi)
-        v_dot = (np.pi - theta) / (2 * np.pi)
-        k12 = w_std**2 * v + b_std**2
-        t12 = k12 + w_std**2 * v_dot * t12
-        k11 = w_std**2 * k11 / 2 + b_std**2
-        k22 = w_std**2 * k22 / 2 + b_std**2
-    return k12, t12
-
-
-def relu_network(w_std=W_STD, b_std=B_STD, depth=1, width=64):
-    layers = []
-    for _ in range(depth):
-        layers += [kernels.Dense(width, w_std, b_std), kernels.Relu()]
-    return kernels.serial(*layers, kernels.Dense(1, w_std, b_std))
 
 
 class IndexKernel(SklearnKernel):
@@ -95,15 +61,6 @@ def sklearn_gp(matrix, n_train, y, noise_var):
         IndexKernel(matrix), alpha=noise_var, optimizer=None, normalize_y=False
     )
     return model.fit(np.arange(n_train)[:, None], y)
-
-
-def _data(n=12, m=5, d=3, out=2, seed=0):
-    # one shape everywhere, so that compiled kernels are reused between tests
-    rng = np.random.default_rng(seed)
-    x = rng.normal(size=(n, d))
-    x_test = rng.normal(size=(m, d))
-    y = np.stack([np.sin(x.sum(1)), np.cos(x[:, 0])], 1)[:, :out]
-    return x, x_test, y + 0.1 * rng.normal(size=y.shape)
 
 
 def _sklearn_cov(cov, output=0):
@@ -373,68 +330,7 @@ def test_trained_finite_networks_approach_the_ntk_mean():
     assert np.max(np.abs(np.asarray(wrong) - expected)) > 10 * np.max(bound)
 
 
-# --------------------------------------------- marginal likelihood and fits
-
-
-def _numpy_log_ml(log_params, x, y, depth):
-    w_std, b_std, noise = np.exp(log_params)
-    k = relu_kernels_numpy(x, None, w_std, b_std, depth)[0] + noise * np.eye(len(x))
-    chol = np.linalg.cholesky(k)
-    alpha = np.linalg.solve(k, y)
-    return -(
-        0.5 * np.sum(y * alpha)
-        + y.shape[1] * np.sum(np.log(np.diag(chol)))
-        + 0.5 * y.size * np.log(2 * np.pi)
-    )
-
-
-def _architecture(depth):
-    def build(p):
-        return relu_network(p["W_std"], p["b_std"], depth=depth)
-
-    return build
-
-
-def test_log_marginal_likelihood_gradient_is_finite_and_correct():
-    """Deep ReLU, duplicated inputs (c = q exactly): the arc-cosine NaN trap."""
-    x, _, y = _data(n=10, seed=8)
-    x = np.concatenate([x, x[:2]])
-    y = np.concatenate([y, y[:2] + 0.01])
-    depth = 3
-
-    def log_ml(log_params, x, y):
-        w_std, b_std, noise = jnp.exp(log_params)
-        net = relu_network(w_std, b_std, depth=depth)
-        return gp.log_marginal_likelihood(net, x, y, noise_var=noise)
-
-    log_params = np.log([W_STD, B_STD, 0.05])
-    value, grad = jax.jit(jax.value_and_grad(log_ml))(log_params, x, y)
-    assert np.all(np.isfinite(grad))
-    np.testing.assert_allclose(
-        value, _numpy_log_ml(log_params, x, y, depth), rtol=1e-10
-    )
-    step = 1e-5
-    numeric = [
-        (
-            _numpy_log_ml(log_params + step * e, x, y, depth)
-            - _numpy_log_ml(log_params - step * e, x, y, depth)
-        )
-        / (2 * step)
-        for e in np.eye(3)
-    ]
-    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
-
-
-def test_log_marginal_likelihood_traces_once():
-    net = relu_network()
-    counted = TraceCounter(
-        lambda x, y: gp.log_marginal_likelihood(net, x, y, noise_var=0.1)
-    )
-    jitted = jax.jit(counted)
-    for seed in range(3):
-        x, _, y = _data(seed=seed)
-        assert np.isfinite(jitted(x, y))
-    assert counted.count == 1
+# --------------------------------------------- compilation
 
 
 def test_posterior_and_predict_compile_once_per_network():
@@ -459,56 +355,6 @@ def test_posterior_and_predict_compile_once_per_network():
     post.predict(x_test + 1.0)
     post.predict(x_test - 1.0, full_cov=False)
     assert counted.count == traces
-
-
-def test_fit_hyperparameters_reaches_the_scipy_optimum():
-    rng = np.random.default_rng(0)
-    x = rng.uniform(-2, 2, size=(20, 1))
-    y = np.sin(2 * x) + 0.1 * rng.normal(size=(20, 1))
-    depth = 2
-    start = {"W_std": 1.0, "b_std": 0.7, "noise_var": 0.1}
-    log_start = np.log([start["W_std"], start["b_std"], start["noise_var"]])
-    reference = scipy.optimize.minimize(
-        lambda p: -_numpy_log_ml(p, x, y, depth),
-        log_start,
-        method="Nelder-Mead",
-        options={"xatol": 1e-9, "fatol": 1e-11, "maxiter": 4000},
-    )
-    fit = gp.fit_hyperparameters(
-        _architecture(depth),
-        start,
-        x,
-        y,
-        optimizer=optax.adam(0.05),
-        steps=300,
-        progress=False,
-    )
-    np.testing.assert_allclose(fit.log_marginal_likelihood, -reference.fun, atol=1e-6)
-    fitted = np.log([fit.params[k] for k in ("W_std", "b_std", "noise_var")])
-    np.testing.assert_allclose(fitted, reference.x, atol=1e-3)
-    history = fit.history
-    assert history["log_marginal_likelihood"].shape == (301,)
-    assert history["W_std"].shape == (301,) and history["step"][-1] == 300
-    assert history["log_marginal_likelihood"][0] == pytest.approx(
-        _numpy_log_ml(log_start, x, y, depth), rel=1e-10
-    )
-    assert history["log_marginal_likelihood"][-1] == fit.log_marginal_likelihood
-
-
-def test_fit_hyperparameters_stops_on_non_finite_likelihood():
-    x, _, y = _data(seed=9)
-
-    def broken(p):
-        def kernel(x1, x2, get):
-            x2 = x1 if x2 is None else x2
-            return tuple(-p["scale"] * (x1 @ x2.T + 1.0) for _ in get)  # not PSD
-
-        return kernel
-
-    with pytest.raises(FloatingPointError, match="step 0"):
-        gp.fit_hyperparameters(
-            broken, {"scale": 1.0, "noise_var": 1e-3}, x, y, steps=3, progress=False
-        )
 
 
 # ----------------------------------------------------------------- bad input
