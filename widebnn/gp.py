@@ -29,6 +29,11 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from . import _gp_core, _linalg
+from ._cg_posterior import (
+    IterativePosterior as IterativePosterior,
+    choose_solver,
+    iterative_posterior,
+)
 from ._feature_gp import (
     FeaturePosterior as FeaturePosterior,
     FeatureStatistics as FeatureStatistics,
@@ -180,7 +185,9 @@ def posterior(
     diag_reg: float = 0.0,
     diag_reg_absolute_scale: bool = False,
     jitter_ladder: tuple[float, ...] = DEFAULT_JITTER_LADDER,
-) -> Posterior:
+    solver: str = "auto",
+    cg_options: dict | None = None,
+) -> Posterior | IterativePosterior:
     r"""Conditions the infinite-width network on training data.
 
     The training kernel is regularised by
@@ -206,9 +213,24 @@ def posterior(
         diag_reg: relative diagonal regulariser ``>= 0``.
         diag_reg_absolute_scale: static; ``diag_reg`` is an absolute variance.
         jitter_ladder: static; relative jitters tried if the factorisation fails.
+        solver: static; ``"cholesky"`` (the dense factor), ``"cg"`` (conjugate
+            gradients with the kernel applied tile by tile: no ``N x N`` factor;
+            ``"nngp"``/``"ntkgp"``, concrete inputs, noise or regulariser > 0) or
+            ``"auto"``: Cholesky up to 20 000 training points and inside
+            ``jit``/``grad``, conjugate gradients beyond.
+        cg_options: for ``"cg"``: ``tol`` (relative residual, 1e-10),
+            ``max_iters`` (``10 N``), ``tile`` (inputs per kernel tile, 1024),
+            ``cache`` (keep the kernel tiles on and above the diagonal, about half
+            the dense matrix: ``True``; ``False`` recomputes them at every
+            product), ``preconditioner`` (``"pivoted_cholesky"``, ``None``, or a
+            random feature map of the network, :func:`widebnn.kernels.feature_map`,
+            whose features :math:`\Phi` give :math:`P = \Phi\Phi^\top + dI`),
+            ``rank`` (of the pivoted Cholesky factor, 100), ``progress`` (True).
 
     Returns:
-        A :class:`Posterior`; call ``.predict(x_test, full_cov=True)``.
+        A :class:`Posterior` (Cholesky) or :class:`IterativePosterior` (conjugate
+        gradients; it reports ``iterations``, ``relative_residuals`` and
+        ``converged``); call ``.predict(x_test, full_cov=True)``.
 
     Raises:
         ValueError: on mismatched lengths, a 1-D ``y_train``, NaN in ``y_train``
@@ -243,6 +265,14 @@ def posterior(
     _gp_core.check_nonnegative(noise_var, "noise_var")
     _gp_core.check_nonnegative(diag_reg, "diag_reg")
     jitter_ladder = _linalg.check_jitter_ladder(jitter_ladder)
+    traced = _linalg.is_traced(x_train, y_train, noise_var, diag_reg)
+    if choose_solver(solver, x_train.shape[0], traced) == "cg":
+        return iterative_posterior(
+            kernel, get, x_train, y_train, noise_var, diag_reg,
+            diag_reg_absolute_scale, cg_options,
+        )  # fmt: skip
+    if cg_options is not None and solver == "cholesky":
+        raise ValueError("cg_options is for solver='cg' (or 'auto' on large data).")
     fn = _gp_core.as_kernel_fn(kernel)
     names = ("nngp", "ntk") if get == "ntk" else ("ntk" if get == "ntkgp" else "nngp",)
     train = _gp_core.evaluate(fn, x_train, None, names, "kernel(x_train, None)")
