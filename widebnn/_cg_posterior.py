@@ -111,7 +111,9 @@ class IterativePosterior:
         preconditioner_rank: columns of the low-rank preconditioner (0: none).
     """
 
-    def __init__(self, kernel, get, x_train, y_train, noise_var, diag_reg, options):
+    def __init__(
+        self, kernel, get, x_train, y_train, noise_var, diag_reg, absolute, options
+    ):
         self._kernel = kernel
         self._fn = _gp_core.as_kernel_fn(kernel)
         self.get = get
@@ -120,12 +122,9 @@ class IterativePosterior:
         self.noise_var = noise_var
         self._options = options
         self._name = "ntk" if get == "ntkgp" else "nngp"
-        probe = KernelOperator(
-            kernel, x_train, self._name, 0.0, tile=options["tile"], cache=False
-        )
-        diagonal = probe.diagonal()
+        diagonal = _gp_core.kernel_diagonal(kernel, self._fn, x_train, (self._name,))
+        diagonal = diagonal[self._name]
         self.mean_diagonal = jnp.mean(diagonal)
-        absolute = options.pop("_absolute")
         reg = diag_reg if absolute else diag_reg * self.mean_diagonal
         self.added_diagonal = noise_var + reg
         self.jitter = 0.0
@@ -203,6 +202,21 @@ class IterativePosterior:
         ]
         return jnp.concatenate(blocks, axis=0)
 
+    def predict_mean(self, x_test) -> jax.Array:
+        """``(M, out)`` the predictive mean alone: one ``(M, N)`` kernel block, no
+        solve (the variances of :meth:`predict` cost a solve with ``M``
+        right-hand sides; ask for them on the test points that need them)."""
+        x_test = _gp_core.check_inputs(x_test, "x_test")
+        return self._checked_cross(x_test) @ self._alpha
+
+    def _checked_cross(self, x_test) -> jax.Array:
+        cross = self._cross(x_test)
+        if not bool(jnp.all(jnp.isfinite(cross))):
+            raise ValueError(
+                f"the {self._name} kernel(x_test, x_train) has NaN or inf."
+            )
+        return cross
+
     def predict(
         self,
         x_test,
@@ -225,11 +239,7 @@ class IterativePosterior:
             A :class:`widebnn.gp.Prediction`.
         """
         x_test = _gp_core.check_inputs(x_test, "x_test")
-        cross = self._cross(x_test)
-        if not bool(jnp.all(jnp.isfinite(cross))):
-            raise ValueError(
-                f"the {self._name} kernel(x_test, x_train) has NaN or inf."
-            )
+        cross = self._checked_cross(x_test)
         mean = cross @ self._alpha
         solved = self._solve(cross.T).solution  # (N, M)
         if full_cov:
@@ -260,9 +270,8 @@ def iterative_posterior(
             "ensemble (get='ntk') needs solver='cholesky' for now."
         )
     options = check_cg_options(cg_options)
-    options["_absolute"] = absolute
     if _linalg.is_traced(x_train, y_train):
         raise ValueError("solver='cg' needs concrete inputs; use solver='cholesky'.")
     return IterativePosterior(
-        kernel, get, x_train, y_train, noise_var, diag_reg, options
+        kernel, get, x_train, y_train, noise_var, diag_reg, absolute, options
     )

@@ -45,6 +45,9 @@ def test_cg_posterior_equals_the_cholesky_posterior(data, get):
     np.testing.assert_allclose(iterative.added_diagonal, dense.added_diagonal)
     np.testing.assert_allclose(iterative.mean_diagonal, dense.mean_diagonal)
     _assert_same_prediction(dense, iterative, x_test)
+    np.testing.assert_allclose(
+        iterative.predict_mean(x_test), dense.predict(x_test).mean, rtol=1e-8, atol=1e-8
+    )
 
 
 def test_every_preconditioner_gives_the_same_posterior_and_features_cut_iterations(
