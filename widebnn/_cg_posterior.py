@@ -23,7 +23,13 @@ import jax.numpy as jnp
 from widebnn.kernels import FeatureMap
 
 from . import _gp_core, _linalg
-from ._cg import LowRankPreconditioner, conjugate_gradients, pivoted_cholesky
+from ._cg import (
+    LogDetEstimate,
+    LowRankPreconditioner,
+    conjugate_gradients,
+    pivoted_cholesky,
+    stochastic_log_det,
+)
 from ._kernel_operator import KernelOperator
 
 SOLVERS = ("auto", "cholesky", "cg")
@@ -201,6 +207,42 @@ class IterativePosterior:
             for start in range(0, x_test.shape[0], tile)
         ]
         return jnp.concatenate(blocks, axis=0)
+
+    def estimate_log_marginal_likelihood(
+        self, key: jax.Array, probes: int = 32
+    ) -> LogDetEstimate:
+        r"""``log p(y_train)`` with its Monte Carlo standard error.
+
+        :math:`-\tfrac12 \sum_c y_c^\top\alpha_c - \tfrac{out}{2}\log\det(K + dI)
+        - \tfrac{N\,out}{2}\log 2\pi`, the log-determinant by stochastic Lanczos
+        quadrature on preconditioned CG (:func:`widebnn._cg.stochastic_log_det`,
+        the posterior's preconditioner, ``probes`` probes).
+
+        Args:
+            key: PRNG key of the probes.
+            probes: probe vectors, ``>= 2``; the standard error falls like
+                ``1/sqrt(probes)``.
+
+        Returns:
+            ``(value, standard_error, iterations)``.
+        """
+        n, out = self.y_train.shape
+        log_det = stochastic_log_det(
+            self._operator,
+            n,
+            key,
+            probes=probes,
+            preconditioner=self._precondition,
+            dtype=self._alpha.dtype,
+            max_iters=self._options["max_iters"],
+            progress=self._options["progress"],
+        )
+        fit = float(jnp.sum(self.y_train * self._alpha))
+        value = -0.5 * fit - 0.5 * out * log_det.value
+        value -= 0.5 * n * out * float(jnp.log(2 * jnp.pi))
+        return LogDetEstimate(
+            value, 0.5 * out * log_det.standard_error, log_det.iterations
+        )
 
     def predict_mean(self, x_test) -> jax.Array:
         """``(M, out)`` the predictive mean alone: one ``(M, N)`` kernel block, no

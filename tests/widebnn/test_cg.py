@@ -6,12 +6,19 @@ the dense kernel of the same network (``Layer.kernel``).
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from relu_gp_oracle import relu_network
 
-from widebnn._cg import LowRankPreconditioner, conjugate_gradients, pivoted_cholesky
+from widebnn._cg import (
+    LowRankPreconditioner,
+    conjugate_gradients,
+    lanczos_tridiagonals,
+    pivoted_cholesky,
+    stochastic_log_det,
+)
 from widebnn._kernel_operator import KernelOperator
 from widebnn._linalg import LinAlgError
 
@@ -158,3 +165,42 @@ def test_progress_bar_and_a_zero_right_hand_side(capsys):
     assert result.converged
     np.testing.assert_array_equal(result.solution[:, 0], 0.0)
     assert "conjugate gradients" in capsys.readouterr().err
+
+
+def test_lanczos_quadrature_from_cg_is_exact_at_full_length():
+    """Run to convergence on 20 well-separated eigenvalues, CG's Lanczos matrix has
+    A's spectrum, so ``|b|^2 e1' log(T) e1`` is ``b' log(A) b`` (numpy's eigh)."""
+    a = _spd(20, 10.0, seed=7)
+    b = np.random.default_rng(8).normal(size=(20, 1))
+    result = conjugate_gradients(
+        lambda v: jnp.asarray(a) @ v, jnp.asarray(b), tol=1e-13
+    )
+    (t,) = lanczos_tridiagonals(result)
+    theta, vectors = np.linalg.eigh(t)
+    quadrature = result.initial_rz[0] * np.sum(vectors[0] ** 2 * np.log(theta))
+    lam, q = np.linalg.eigh(a)
+    exact = float(b[:, 0] @ (q * np.log(lam)) @ q.T @ b[:, 0])
+    np.testing.assert_allclose(quadrature, exact, rtol=1e-8)
+
+
+@pytest.mark.parametrize("preconditioned", [False, True])
+def test_stochastic_log_det_is_within_its_standard_error(relu_system, preconditioned):
+    """32 probes; |estimate - slogdet| <= 4 standard errors (two-sided false-alarm
+    rate 6e-5 for a normal mean; the estimate is a mean of 32 i.i.d. terms).
+    Measured over keys 0-2 (log-det -331.2): standard error ~8 with 141 products
+    unpreconditioned, ~4 with 36 products with the rank-40 pivoted Cholesky."""
+    net, x, dense, _ = relu_system
+    op = KernelOperator(net, x, "nngp", NOISE, tile=64, cache=True)
+    precondition = None
+    if preconditioned:
+        factor = pivoted_cholesky(op.diagonal(), op.column, rank=40)
+        precondition = LowRankPreconditioner(factor, NOISE)
+    estimate = stochastic_log_det(
+        op, 150, jax.random.key(9), probes=32, preconditioner=precondition
+    )
+    exact = np.linalg.slogdet(dense + NOISE * np.eye(150))[1]
+    assert abs(estimate.value - exact) <= 4 * estimate.standard_error, (
+        estimate,
+        exact,
+    )
+    assert 0 < estimate.standard_error < 0.05 * abs(exact)
