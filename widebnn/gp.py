@@ -28,12 +28,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from . import _gp_core, _linalg
-from ._cg_posterior import (
-    IterativePosterior as IterativePosterior,
-    choose_solver,
-    iterative_posterior,
-)
+from . import _cg_posterior, _gp_core, _linalg
+from ._cg_posterior import IterativePosterior as IterativePosterior
 from ._feature_gp import (
     FeaturePosterior as FeaturePosterior,
     FeatureStatistics as FeatureStatistics,
@@ -266,8 +262,8 @@ def posterior(
     _gp_core.check_nonnegative(diag_reg, "diag_reg")
     jitter_ladder = _linalg.check_jitter_ladder(jitter_ladder)
     traced = _linalg.is_traced(x_train, y_train, noise_var, diag_reg)
-    if choose_solver(solver, x_train.shape[0], traced) == "cg":
-        return iterative_posterior(
+    if _cg_posterior.choose_solver(solver, x_train.shape[0], traced) == "cg":
+        return _cg_posterior.iterative_posterior(
             kernel, get, x_train, y_train, noise_var, diag_reg,
             diag_reg_absolute_scale, cg_options,
         )  # fmt: skip
