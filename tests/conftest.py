@@ -7,6 +7,8 @@ and dtype settings are read.
 import os
 import tempfile
 
+import pytest
+
 # JAX's CPU Cholesky/QR call OpenBLAS; its default thread pool made a 128x128
 # Cholesky 200x slower on a busy 2-core machine. One thread per call.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -37,8 +39,6 @@ def _measured_slow() -> set[str]:
 
 
 def pytest_collection_modifyitems(config, items):
-    import pytest
-
     slow = _measured_slow()
     for item in items:
         rel = item.nodeid
@@ -54,7 +54,6 @@ def pytest_collection_modifyitems(config, items):
 # test_digits_nngp_runs_on_tiny_settings, which passes on its own). After a module,
 # the caches are cleared once the process holds more than a third of that limit
 # (clearing after every module would recompile what later modules share).
-import pytest  # noqa: E402
 
 _MAPPINGS_BEFORE_CLEARING = 20_000
 

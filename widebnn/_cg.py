@@ -255,9 +255,7 @@ def stochastic_log_det(
         factor, d = preconditioner.factor, preconditioner.diagonal
         low = jax.random.normal(second, (factor.shape[1], probes), dtype)
         z = factor.astype(dtype) @ low + jnp.sqrt(d) * noise
-        rank = factor.shape[1]
-        inner = 2 * jnp.sum(jnp.log(jnp.diagonal(preconditioner._chol)))
-        log_det_p = float((num_points - rank) * jnp.log(d) + inner)
+        log_det_p = preconditioner.log_det()
     result = conjugate_gradients(
         matvec,
         z,
@@ -348,6 +346,13 @@ class LowRankPreconditioner:
         self.diagonal = diagonal
         inner = diagonal * jnp.eye(factor.shape[1], dtype=factor.dtype)
         self._chol = jnp.linalg.cholesky(inner + factor.T @ factor)
+
+    def log_det(self) -> float:
+        """:math:`\\log\\det P = (N - k)\\log d + \\log\\det(dI_k + F^\\top F)`
+        (the determinant lemma)."""
+        n, k = self.factor.shape
+        inner = 2 * jnp.sum(jnp.log(jnp.diagonal(self._chol)))
+        return float((n - k) * jnp.log(self.diagonal) + inner)
 
     def __call__(self, r: jax.Array) -> jax.Array:
         projected = jax.scipy.linalg.cho_solve((self._chol, True), self.factor.T @ r)

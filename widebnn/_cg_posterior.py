@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from widebnn.kernels import FeatureMap
 
-from . import _gp_core, _linalg
+from . import _gp_core
 from ._cg import (
     LogDetEstimate,
     LowRankPreconditioner,
@@ -30,6 +30,7 @@ from ._cg import (
     pivoted_cholesky,
     stochastic_log_det,
 )
+from ._feature_blocks import call_features
 from ._kernel_operator import KernelOperator
 
 SOLVERS = ("auto", "cholesky", "cg")
@@ -94,10 +95,11 @@ def check_cg_options(options: Mapping | None) -> dict:
     return merged
 
 
-def _feature_factor(fmap, x, name: str, tile: int) -> jax.Array:
-    """``(N, m)`` features of the ``name`` kernel, computed ``tile`` rows at a time."""
+def _feature_factor(fmap, x, name: str, tile: int, dtype) -> jax.Array:
+    """``(N, m)`` features of the ``name`` kernel, computed ``tile`` rows at a time
+    (each block checked to be ``(n, m)``)."""
     blocks = [
-        fmap(x[start : start + tile], get=(name,))[0]
+        call_features(fmap, x[start : start + tile], (name,), dtype)[0]
         for start in range(0, x.shape[0], tile)
     ]
     return jnp.concatenate(blocks, axis=0)
@@ -167,10 +169,10 @@ class IterativePosterior:
             )
         else:  # a feature map
             factor = _feature_factor(
-                choice, self.x_train, self._name, self._options["tile"]
+                choice, self.x_train, self._name, self._options["tile"], diagonal.dtype
             )
         self.preconditioner_rank = factor.shape[1]
-        return LowRankPreconditioner(factor.astype(diagonal.dtype), self.added_diagonal)
+        return LowRankPreconditioner(factor, self.added_diagonal)
 
     def _solve(self, rhs):
         result = conjugate_gradients(
@@ -194,7 +196,8 @@ class IterativePosterior:
         return result
 
     def _cross(self, x_test) -> jax.Array:
-        """``(M, N)`` kernel between test and training inputs, by test blocks."""
+        """``(M, N)`` kernel between test and training inputs, by test blocks;
+        NaN or inf refused."""
         tile = self._options["tile"]
         blocks = [
             _gp_core.evaluate(
@@ -206,7 +209,12 @@ class IterativePosterior:
             )[self._name]
             for start in range(0, x_test.shape[0], tile)
         ]
-        return jnp.concatenate(blocks, axis=0)
+        cross = jnp.concatenate(blocks, axis=0)
+        if not bool(jnp.all(jnp.isfinite(cross))):
+            raise ValueError(
+                f"the {self._name} kernel(x_test, x_train) has NaN or inf."
+            )
+        return cross
 
     def estimate_log_marginal_likelihood(
         self, key: jax.Array, probes: int = 32
@@ -249,15 +257,7 @@ class IterativePosterior:
         solve (the variances of :meth:`predict` cost a solve with ``M``
         right-hand sides; ask for them on the test points that need them)."""
         x_test = _gp_core.check_inputs(x_test, "x_test")
-        return self._checked_cross(x_test) @ self._alpha
-
-    def _checked_cross(self, x_test) -> jax.Array:
-        cross = self._cross(x_test)
-        if not bool(jnp.all(jnp.isfinite(cross))):
-            raise ValueError(
-                f"the {self._name} kernel(x_test, x_train) has NaN or inf."
-            )
-        return cross
+        return self._cross(x_test) @ self._alpha
 
     def predict(
         self,
@@ -281,7 +281,7 @@ class IterativePosterior:
             A :class:`widebnn.gp.Prediction`.
         """
         x_test = _gp_core.check_inputs(x_test, "x_test")
-        cross = self._checked_cross(x_test)
+        cross = self._cross(x_test)
         mean = cross @ self._alpha
         solved = self._solve(cross.T).solution  # (N, M)
         if full_cov:
@@ -312,8 +312,6 @@ def iterative_posterior(
             "ensemble (get='ntk') needs solver='cholesky' for now."
         )
     options = check_cg_options(cg_options)
-    if _linalg.is_traced(x_train, y_train):
-        raise ValueError("solver='cg' needs concrete inputs; use solver='cholesky'.")
     return IterativePosterior(
         kernel, get, x_train, y_train, noise_var, diag_reg, absolute, options
     )
